@@ -1,0 +1,263 @@
+"""Django settings for Butlers OAuth.
+
+Everything an operator sets comes from the environment (see README "Configuration"). With no
+``DATABASE_URL`` / ``REDIS_URL`` the project runs on embedded defaults: a SQLite file, a file-based
+cache and a file-system Celery broker, all under ``var/``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("BUTLERS_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _stop(message: str) -> None:
+    """Stop start-up with one clear line, never a traceback."""
+    sys.stderr.write(f"butlers: configuration error: {message}\n")
+    raise SystemExit(2)
+
+
+def _dev_value(name: str, make) -> str:
+    """A value kept under var/ so that a DEBUG run keeps working across restarts."""
+    path = VAR_DIR / f"dev-{name}"
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        _stop(
+            "SECRET_KEY is not set. Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = _dev_value("secret-key", get_random_secret_key)
+
+#: Fernet keys, newest first. The first encrypts; every one of them decrypts.
+OAUTH_ENCRYPTION_KEYS = env.list("OAUTH_ENCRYPTION_KEYS", default=[])
+if not OAUTH_ENCRYPTION_KEYS:
+    if not DEBUG:
+        _stop(
+            "OAUTH_ENCRYPTION_KEYS is not set. Generate a key with: "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    OAUTH_ENCRYPTION_KEYS = [_dev_value("encryption-key", lambda: Fernet.generate_key().decode())]
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "oauth",
+    "connectors",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "butlers.urls"
+WSGI_APPLICATION = "butlers.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- stores ---------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'butlers.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+            },
+            "KEY_PREFIX": "butlers",
+        }
+    }
+else:
+    # Shared between web, worker and beat processes on one machine (rate limits need that).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# --- Celery -----------------------------------------------------------------------------------
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_IGNORE_RESULT = True
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    CELERY_REDBEAT_KEY_PREFIX = "butlers:redbeat:"
+    CELERY_REDBEAT_LOCK_TIMEOUT = 300
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+else:
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    CELERY_BEAT_SCHEDULER = "celery.beat:PersistentScheduler"
+    CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+#: Seconds between heartbeat sweeps (readiness fails when the last sweep is older than twice this).
+OAUTH_HEARTBEAT_INTERVAL = env.int("OAUTH_HEARTBEAT_INTERVAL", default=3600)
+#: Seconds between Gmail polls by the beat-scheduled connector task.
+GMAIL_POLL_INTERVAL = env.int("GMAIL_POLL_INTERVAL", default=60)
+
+# Every periodic schedule of the project, in one place.
+CELERY_BEAT_SCHEDULE = {
+    "oauth-heartbeat-sweep": {
+        "task": "oauth.tasks.heartbeat_sweep",
+        "schedule": float(OAUTH_HEARTBEAT_INTERVAL),
+    },
+    "gmail-poll": {
+        "task": "connectors.tasks.gmail_poll_all",
+        "schedule": float(GMAIL_POLL_INTERVAL),
+    },
+}
+
+# --- Google OAuth (see oauth/app_settings.py for what each one means) ------------------------
+GOOGLE_OAUTH_CLIENT_ID = env.str("GOOGLE_OAUTH_CLIENT_ID", default="")
+GOOGLE_OAUTH_CLIENT_SECRET = env.str("GOOGLE_OAUTH_CLIENT_SECRET", default="")
+GOOGLE_OAUTH_REDIRECT_URI = env.str("GOOGLE_OAUTH_REDIRECT_URI", default="")
+if "GOOGLE_OAUTH_SCOPES" in env:
+    GOOGLE_OAUTH_SCOPES = env.str("GOOGLE_OAUTH_SCOPES").split()
+if "OAUTH_REQUIRED_SCOPES" in env:
+    OAUTH_REQUIRED_SCOPES = env.str("OAUTH_REQUIRED_SCOPES").split()
+for _name in (
+    "GOOGLE_OAUTH_AUTH_URI",
+    "GOOGLE_OAUTH_TOKEN_URI",
+    "GOOGLE_OAUTH_REVOKE_URI",
+    "GOOGLE_OAUTH_USERINFO_URI",
+    "GOOGLE_API_BASE_URL",
+):
+    if _name in env:
+        globals()[_name] = env.str(_name)
+OAUTH_RATE_LIMIT = env.str("OAUTH_RATE_LIMIT", default="30/m")
+for _name in (
+    "OAUTH_HEARTBEAT_WINDOW",
+    "OAUTH_HEARTBEAT_CONCURRENCY",
+    "OAUTH_ACCESS_TOKEN_MARGIN",
+    "OAUTH_REFRESH_FAILURES_BEFORE_FAILING",
+    "OAUTH_HTTP_TIMEOUT",
+):
+    if _name in env:
+        globals()[_name] = env.float(_name)
+
+# --- auth, i18n, static -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- security ---------------------------------------------------------------------------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Joining the HSTS preload list is a decision about the whole domain, not this app's to make.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# --- logging ----------------------------------------------------------------------------------
+BUTLERS_LOG_LEVEL = env.str("BUTLERS_LOG_LEVEL", default="INFO").upper()
+BUTLERS_LOG_FORMAT = env.str("BUTLERS_LOG_FORMAT", default="console")
+
+from butlers.logging import configure_logging  # noqa: E402
+
+LOGGING_CONFIG = None
+configure_logging(level=BUTLERS_LOG_LEVEL, fmt=BUTLERS_LOG_FORMAT)
+DJANGO_STRUCTLOG_CELERY_ENABLED = False

@@ -1,0 +1,17 @@
+"""Top-level URLs: health probes, the OAuth app (status API, consent flow, dashboard), admin, metrics."""
+from django.contrib import admin
+from django.urls import include, path
+
+from . import health
+
+urlpatterns = [
+    path("api/health", health.liveness, name="health"),
+    path("api/health/ready", health.readiness, name="health-ready"),
+    path("admin/", admin.site.urls),
+    path("", include("django_prometheus.urls")),
+    path("", include("oauth.urls")),
+]
+
+admin.site.site_header = "Butlers OAuth"
+admin.site.site_title = "Butlers OAuth"
+admin.site.index_title = "Google grants"

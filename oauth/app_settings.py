@@ -1,0 +1,121 @@
+"""The OAuth app's settings: one object, defaults in one place, read at call time.
+
+``from oauth.app_settings import oauth_settings`` then ``oauth_settings.GOOGLE_OAUTH_TOKEN_URI``.
+Each name is a plain Django setting (``butlers/settings.py`` fills it from the environment of the
+same name), so tests override it with pytest-django's ``settings`` fixture. An unknown name raises
+``AttributeError`` instead of silently returning nothing.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+GMAIL_READONLY = "https://www.googleapis.com/auth/gmail.readonly"
+GMAIL_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
+CALENDAR = "https://www.googleapis.com/auth/calendar"
+CALENDAR_READONLY = "https://www.googleapis.com/auth/calendar.readonly"
+
+#: name -> (default, what it means)
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "GOOGLE_OAUTH_CLIENT_ID": ("", "OAuth client id; a client saved in the admin wins."),
+    "GOOGLE_OAUTH_CLIENT_SECRET": ("", "OAuth client secret; a client saved in the admin wins."),
+    "GOOGLE_OAUTH_REDIRECT_URI": (
+        "",
+        "Callback URL registered at Google; empty = this server's /api/oauth/google/callback.",
+    ),
+    "GOOGLE_OAUTH_SCOPES": (
+        ["openid", "email", GMAIL_READONLY, GMAIL_MODIFY, CALENDAR],
+        "Scopes requested at consent.",
+    ),
+    "OAUTH_REQUIRED_SCOPES": (
+        [GMAIL_MODIFY, CALENDAR],
+        "Scopes an account needs to be 'connected'; short names (gmail.modify) are accepted.",
+    ),
+    "GOOGLE_OAUTH_AUTH_URI": ("https://accounts.google.com/o/oauth2/v2/auth", "Consent page."),
+    "GOOGLE_OAUTH_TOKEN_URI": ("https://oauth2.googleapis.com/token", "Token endpoint."),
+    "GOOGLE_OAUTH_REVOKE_URI": ("https://oauth2.googleapis.com/revoke", "Revocation endpoint."),
+    "GOOGLE_OAUTH_USERINFO_URI": (
+        "https://openidconnect.googleapis.com/v1/userinfo",
+        "OpenID userinfo endpoint (account email).",
+    ),
+    "GOOGLE_API_BASE_URL": ("https://www.googleapis.com", "Base of the Gmail and Calendar APIs."),
+    "OAUTH_HTTP_TIMEOUT": (10.0, "Seconds before any call to Google is abandoned."),
+    "OAUTH_RATE_LIMIT": ("30/m", "Consent starts/callbacks per user; '0' turns the limit off."),
+    "OAUTH_STATE_TTL": (600, "Seconds a consent 'state' stays valid."),
+    "OAUTH_ACCESS_TOKEN_MARGIN": (300, "Seconds before expiry at which a token is refreshed."),
+    "OAUTH_REFRESH_FAILURES_BEFORE_FAILING": (
+        3,
+        "Consecutive transient refresh failures before an account shows 'refresh_failing'.",
+    ),
+    "OAUTH_REFRESH_RETRIES": (3, "Retries of a transient refresh failure within one call."),
+    "OAUTH_REFRESH_BACKOFF": (0.5, "Base seconds of the exponential backoff between retries."),
+    "OAUTH_HEARTBEAT_INTERVAL": (3600, "Seconds between heartbeat sweeps."),
+    "OAUTH_HEARTBEAT_WINDOW": (
+        86400,
+        "A credential not refreshed or used within this many seconds is due for a heartbeat.",
+    ),
+    "OAUTH_HEARTBEAT_CONCURRENCY": (64, "Refreshes in flight at once in an in-process sweep."),
+    "OAUTH_TESTING_GRANT_DAYS": (
+        7,
+        "A grant dying about this many days after consent is the 'Testing' publishing-status case.",
+    ),
+    "GMAIL_POLL_INTERVAL": (60, "Seconds between Gmail polls."),
+}
+
+_URL_SETTINGS = (
+    "GOOGLE_OAUTH_AUTH_URI",
+    "GOOGLE_OAUTH_TOKEN_URI",
+    "GOOGLE_OAUTH_REVOKE_URI",
+    "GOOGLE_OAUTH_USERINFO_URI",
+    "GOOGLE_API_BASE_URL",
+)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for localhost and any loopback address (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_endpoint_url(name: str, value: str) -> str:
+    """An endpoint must be https, or http on a loopback host (a local fake)."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not allowed: use an https:// URL "
+        "(http:// is accepted only for loopback hosts such as 127.0.0.1)."
+    )
+
+
+class OAuthSettings:
+    """Attribute access to the app's settings with defaults; unknown names raise."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown OAuth setting: {name}")
+        value = getattr(settings, name, DEFAULTS[name][0])
+        if name in _URL_SETTINGS:
+            value = validate_endpoint_url(name, value)
+        return value
+
+    @property
+    def rate_limit(self) -> str | None:
+        """The consent rate as django-ratelimit takes it, or None when turned off."""
+        rate = str(self.OAUTH_RATE_LIMIT).strip()
+        return None if rate in ("", "0") else rate
+
+
+oauth_settings = OAuthSettings()

@@ -1,0 +1,125 @@
+"""Errors of the OAuth app.
+
+Every error carries an ``error`` code (stable, for machines) and a ``description`` that says what to
+do (for people). None of them ever contains a secret: messages are written from codes and field
+names, never from token values or raw provider bodies.
+"""
+from __future__ import annotations
+
+
+class OAuthError(Exception):
+    """Base class of every error this app raises on purpose."""
+
+    error = "oauth_error"
+    description = "Google OAuth failed."
+
+    def __init__(self, description: str | None = None, *, error: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+        if error is not None:
+            self.error = error
+        super().__init__(self.description)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+# --- encryption -------------------------------------------------------------------------------
+class EncryptionError(OAuthError):
+    """A secret could not be encrypted or decrypted with ``OAUTH_ENCRYPTION_KEYS``."""
+
+    error = "encryption_error"
+
+
+class EncryptionKeyMissing(EncryptionError):
+    """No key is configured; nothing can be stored or read."""
+
+    error = "encryption_key_missing"
+    description = (
+        "OAUTH_ENCRYPTION_KEYS is empty. Generate a key with: python -c 'from cryptography.fernet "
+        "import Fernet; print(Fernet.generate_key().decode())'"
+    )
+
+
+class DecryptionFailed(EncryptionError):
+    """None of the configured keys opens a stored value (wrong or removed key)."""
+
+    error = "decryption_failed"
+    description = (
+        "A stored secret could not be decrypted with any key in OAUTH_ENCRYPTION_KEYS. Put back the "
+        "key it was written with (older keys go after the newest), then run "
+        "'manage.py rotate_encryption_keys' before removing it."
+    )
+
+
+# --- configuration and credential resolution ----------------------------------------------------
+class NotConfigured(OAuthError):
+    """No OAuth client id is configured (neither in the admin nor GOOGLE_OAUTH_CLIENT_ID)."""
+
+    error = "not_configured"
+    description = (
+        "No Google OAuth client is configured. Save one in the admin (/admin/oauth/oauthclient/) or "
+        "set GOOGLE_OAUTH_CLIENT_ID, GOOGLE_OAUTH_CLIENT_SECRET and GOOGLE_OAUTH_REDIRECT_URI."
+    )
+
+
+class CredentialError(OAuthError):
+    """No usable credential could be resolved (DB, then the deprecated env vars)."""
+
+    error = "credential_missing"
+    description = (
+        "No Google credential is stored. Connect an account from the dashboard (/), or import the "
+        "deprecated env vars with 'manage.py oauth_import_env'."
+    )
+
+
+class EnvCredentialInvalid(CredentialError):
+    """A deprecated env credential is present but malformed (message names the variable)."""
+
+    error = "env_credential_invalid"
+
+
+class AccountNotFound(CredentialError):
+    """No stored credential for the requested account email."""
+
+    error = "account_not_found"
+
+
+# --- token lifecycle ---------------------------------------------------------------------------
+class TokenError(OAuthError):
+    """An access token could not be obtained."""
+
+    error = "token_error"
+
+
+class ReconsentRequired(TokenError):
+    """The refresh token is dead (invalid_grant, revoked): a person must consent again."""
+
+    error = "expired"
+    description = (
+        "The Google grant has expired or was revoked. Reconnect the account from the dashboard."
+    )
+
+
+class ClientMisconfigured(TokenError):
+    """Google rejected the OAuth client itself (invalid_client, unauthorized_client, deleted_client)."""
+
+    error = "misconfigured"
+    description = (
+        "Google rejected the OAuth client. Check the client id and secret in the admin or "
+        "GOOGLE_OAUTH_CLIENT_ID / GOOGLE_OAUTH_CLIENT_SECRET."
+    )
+
+
+class TransientGoogleError(TokenError):
+    """Google or the network failed in a way that may pass (5xx, 429, timeout): retry later."""
+
+    error = "temporarily_unavailable"
+    description = "Google is temporarily unavailable; the refresh will be retried."
+
+
+# --- consent flow -------------------------------------------------------------------------------
+class ConsentError(OAuthError):
+    """The consent callback failed; ``error`` is one of the contract's callback codes."""
+
+    error = "consent_failed"

@@ -1,0 +1,317 @@
+"""Models of the OAuth app: fields and pure checks only (no HTTP, no hidden work in ``save()``).
+
+Secrets live only in :class:`~oauth.fields.EncryptedSecretField` columns; the ``credentials`` JSON
+of ``google_oauth_credentials`` holds non-secret metadata (``client_id`` in clear, as the runbook's
+``psql`` check expects).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from . import scopes as scope_catalogue
+from .fields import EncryptedSecretField
+
+PRIMARY_CREDENTIAL_KEY = "google"
+#: Google revokes a refresh token left unused for six months.
+GOOGLE_IDLE_LIMIT = dt.timedelta(days=183)
+
+
+class Scope(models.Model):
+    """A Google OAuth scope known to the project (seeded from ``oauth/scopes.py``)."""
+
+    uri = models.CharField(max_length=255, unique=True)
+    short_name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    implies = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="implied_by",
+        help_text="Scopes that holding this one also grants (gmail.modify grants gmail.readonly).",
+    )
+
+    class Meta:
+        ordering = ["uri"]
+
+    def __str__(self) -> str:
+        return self.short_name
+
+
+class Feature(models.Model):
+    """Something a connector does, and the scopes any one of which allows it."""
+
+    key = models.CharField(max_length=100, unique=True)
+    connector = models.CharField(max_length=50)
+    description = models.CharField(max_length=255, blank=True)
+    satisfied_by = models.ManyToManyField(Scope, related_name="features")
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class OAuthClient(models.Model):
+    """The Google OAuth client, editable in the admin; it wins over the GOOGLE_OAUTH_* env vars."""
+
+    key = models.CharField(max_length=50, unique=True, default="google", editable=False)
+    client_id = models.CharField(max_length=255)
+    client_secret = EncryptedSecretField()
+    redirect_uri = models.URLField(
+        max_length=500, blank=True,
+        help_text="Exactly as registered in Google Cloud Console; empty = this server's callback.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "OAuth client"
+        verbose_name_plural = "OAuth client"
+
+    def __str__(self) -> str:
+        return self.client_id
+
+
+class CredentialState(models.TextChoices):
+    """The health of a stored grant as last observed ('not_configured' means no row at all)."""
+
+    CONNECTED = "connected", "Connected"
+    MISSING_SCOPE = "missing_scope", "Missing scope"
+    EXPIRED = "expired", "Expired or revoked"
+    REFRESH_FAILING = "refresh_failing", "Refresh failing"
+    MISCONFIGURED = "misconfigured", "Client misconfigured"
+    REDIRECT_URI_MISMATCH = "redirect_uri_mismatch", "Redirect URI mismatch"
+
+
+class CredentialSource(models.TextChoices):
+    CONSENT = "consent", "Consent flow"
+    ENV_IMPORT = "env_import", "Imported from env"
+
+
+class GoogleCredentialQuerySet(models.QuerySet):
+    def primary_first(self) -> GoogleCredentialQuerySet:
+        is_primary = models.Case(
+            models.When(credential_key=PRIMARY_CREDENTIAL_KEY, then=0),
+            default=1,
+            output_field=models.IntegerField(),
+        )
+        return self.annotate(_primary_order=is_primary).order_by("_primary_order", "created_at", "pk")
+
+    def lacking_feature(self, feature_key: str) -> GoogleCredentialQuerySet:
+        """Credentials holding none of the scopes that satisfy ``feature_key``."""
+        return self.exclude(granted_scopes__features__key=feature_key)
+
+    def lacking_scope(self, scope: str) -> GoogleCredentialQuerySet:
+        """Credentials holding neither ``scope`` nor a scope that implies it."""
+        uri = scope_catalogue.normalize_scope(scope)
+        return self.exclude(
+            Q(granted_scopes__uri=uri) | Q(granted_scopes__implies__uri=uri)
+        )
+
+
+class GoogleCredential(models.Model):
+    """One Google account's grant. The first connected account is the primary (key 'google')."""
+
+    credential_key = models.CharField(max_length=200, unique=True)
+    credentials = models.JSONField(
+        default=dict, blank=True,
+        help_text="Non-secret metadata: client_id, token_uri, email, scopes. Never a secret.",
+    )
+    email = models.EmailField(blank=True, default="")
+    source = models.CharField(
+        max_length=20, choices=CredentialSource.choices, default=CredentialSource.CONSENT
+    )
+    client_secret = EncryptedSecretField(
+        help_text="Only for a credential issued to another client than the configured one."
+    )
+    refresh_token = EncryptedSecretField()
+    access_token = EncryptedSecretField()
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    granted_scopes = models.ManyToManyField(Scope, blank=True, related_name="credentials")
+    state = models.CharField(
+        max_length=32, choices=CredentialState.choices, default=CredentialState.CONNECTED
+    )
+    consented_at = models.DateTimeField(null=True, blank=True)
+    refresh_token_issued_at = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_probed_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error_code = models.CharField(max_length=64, blank=True, default="")
+    last_error_detail = models.CharField(max_length=500, blank=True, default="")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = GoogleCredentialQuerySet.as_manager()
+
+    class Meta:
+        db_table = "google_oauth_credentials"
+        verbose_name = "Google credential"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["email"], condition=~Q(email=""), name="unique_credential_email"
+            ),
+        ]
+        indexes = [models.Index(fields=["state"]), models.Index(fields=["last_refreshed_at"])]
+
+    def __str__(self) -> str:
+        return self.email or self.credential_key
+
+    # --- pure checks --------------------------------------------------------------------------
+    @property
+    def is_primary(self) -> bool:
+        return self.credential_key == PRIMARY_CREDENTIAL_KEY
+
+    @property
+    def client_id(self) -> str:
+        return (self.credentials or {}).get("client_id", "")
+
+    def granted_scope_uris(self) -> list[str]:
+        """Granted scope URIs (uses the prefetch cache when there is one)."""
+        return sorted(scope.uri for scope in self.granted_scopes.all())
+
+    def missing_scopes(self, required: Iterable[str] | None = None) -> list[str]:
+        """Required scopes this grant does not cover (implications counted)."""
+        if required is None:
+            from .app_settings import oauth_settings
+
+            required = oauth_settings.OAUTH_REQUIRED_SCOPES
+        return scope_catalogue.missing_scopes(granted=self.granted_scope_uris(), required=required)
+
+    def effective_state(self, required: Iterable[str] | None = None) -> str:
+        """The stored state, or 'missing_scope' when a healthy grant lacks a required scope."""
+        if self.state == CredentialState.CONNECTED and self.missing_scopes(required):
+            return CredentialState.MISSING_SCOPE
+        return self.state
+
+    def access_token_valid(self, *, now: dt.datetime, margin: dt.timedelta) -> bool:
+        """True when the stored access token stays valid for at least ``margin``."""
+        return bool(
+            self.access_token
+            and self.access_token_expires_at
+            and self.access_token_expires_at - margin > now
+        )
+
+    def is_due_for_heartbeat(self, *, now: dt.datetime, window: dt.timedelta) -> bool:
+        """Neither refreshed nor used within ``window`` (and not dead)."""
+        if self.state in (CredentialState.EXPIRED, CredentialState.MISCONFIGURED):
+            return False
+        last = max(
+            (t for t in (self.last_refreshed_at, self.last_used_at) if t is not None),
+            default=None,
+        )
+        return last is None or now - last >= window
+
+    def last_refresh_token_use(self) -> dt.datetime | None:
+        """When Google last saw the refresh token used (its idle clock starts there)."""
+        candidates = [
+            t for t in (self.last_refreshed_at, self.refresh_token_issued_at, self.consented_at) if t
+        ]
+        return max(candidates, default=None)
+
+    def days_until_idle_limit(self, *, now: dt.datetime) -> int | None:
+        """Days left before Google's six-month idle limit would revoke the refresh token."""
+        last = self.last_refresh_token_use()
+        if last is None:
+            return None
+        return (last + GOOGLE_IDLE_LIMIT - now).days
+
+    def refresh_token_age_days(self, *, now: dt.datetime) -> int | None:
+        issued = self.refresh_token_issued_at or self.consented_at
+        return None if issued is None else (now - issued).days
+
+
+class OAuthState(models.Model):
+    """A pending consent: single use, bound to the staff session that started it.
+
+    Only a digest of the state and of the session key is stored; the PKCE verifier is encrypted.
+    """
+
+    state_digest = models.CharField(max_length=64, unique=True)
+    session_digest = models.CharField(max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    code_verifier = EncryptedSecretField()
+    redirect_uri = models.URLField(max_length=500)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def is_expired(self, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        return now - self.created_at > ttl
+
+
+class AuditAction(models.TextChoices):
+    CONNECTED = "connected", "Connected"
+    RECONSENTED = "reconsented", "Re-consented"
+    REFRESHED = "refreshed", "Refreshed"
+    REFRESH_FAILED = "refresh_failed", "Refresh failed"
+    PROBED = "probed", "API probe"
+    REVOKED = "revoked", "Revoked"
+    ROTATED = "rotated", "Keys rotated"
+    IMPORTED = "imported", "Imported from env"
+    CLIENT_CHANGED = "client_changed", "OAuth client changed"
+    CONSENT_FAILED = "consent_failed", "Consent failed"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("The audit log is append-only: events cannot be updated.")
+
+    def delete(self):
+        raise TypeError("The audit log is append-only: events cannot be deleted.")
+
+
+class AuditEvent(models.Model):
+    """One thing that happened to a credential, by whom. Append-only; details are redacted."""
+
+    action = models.CharField(max_length=32, choices=AuditAction.choices, db_index=True)
+    credential = models.ForeignKey(
+        GoogleCredential, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="audit_events",
+    )
+    credential_key = models.CharField(max_length=200, blank=True, default="")
+    account = models.CharField(max_length=254, blank=True, default="")
+    actor = models.CharField(max_length=200, help_text="user:<name> or process:<name>")
+    outcome = models.CharField(max_length=64, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.account or self.credential_key} by {self.actor}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise TypeError("The audit log is append-only: events cannot be changed.")
+        return super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("The audit log is append-only: events cannot be deleted.")
+
+
+class HeartbeatRun(models.Model):
+    """One heartbeat sweep: when, how it was started, and how many credentials ended in each state."""
+
+    trigger = models.CharField(max_length=32, default="beat")
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    selected = models.PositiveIntegerField(default=0)
+    outcomes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"heartbeat {self.started_at:%Y-%m-%d %H:%M} ({self.trigger})"
