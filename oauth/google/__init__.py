@@ -1,0 +1,1 @@
+"""Everything that talks to Google's OAuth endpoints (consent, token, revoke, userinfo) lives here."""
