@@ -145,3 +145,19 @@ def subprocess_env(settings):
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def fake_google(settings):
+    """A running fake Google on loopback, with the project's endpoint settings pointed at it."""
+    from tests.fake_google import FakeGoogle
+
+    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
+    for name, value in fake.settings().items():
+        setattr(settings, name, value)
+    settings.GOOGLE_OAUTH_CLIENT_ID = CLIENT_ID
+    settings.GOOGLE_OAUTH_CLIENT_SECRET = CLIENT_SECRET
+    try:
+        yield fake
+    finally:
+        fake.stop()
