@@ -1,0 +1,260 @@
+"""Django admin for the OAuth client, credentials, scopes and the audit log.
+
+No page ever renders a secret, not even truncated: secret columns are not editable model fields, the
+client secret has a write-only form field, and the credential pages show only whether a token is
+set and how old it is.
+"""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.html import format_html_join
+
+from .models import (
+    AuditAction,
+    AuditEvent,
+    Feature,
+    GoogleCredential,
+    HeartbeatRun,
+    OAuthClient,
+    Scope,
+)
+from .scopes import short_name
+from .services import actor_for_user, audit_record
+
+
+class OAuthClientForm(forms.ModelForm):
+    new_client_secret = forms.CharField(
+        label="Client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: type a value to set or replace the secret; leave blank to keep it.",
+    )
+
+    class Meta:
+        model = OAuthClient
+        fields = ["client_id", "redirect_uri"]
+
+    def clean(self):
+        cleaned = super().clean()
+        has_secret = self.instance.pk is not None and self.instance.client_secret is not None
+        if not cleaned.get("new_client_secret") and not has_secret:
+            self.add_error("new_client_secret", "A new client needs its secret.")
+        return cleaned
+
+    def save(self, commit: bool = True):
+        client = super().save(commit=False)
+        if self.cleaned_data.get("new_client_secret"):
+            client.client_secret = self.cleaned_data["new_client_secret"]
+        if commit:
+            client.save()
+        return client
+
+
+@admin.register(OAuthClient)
+class OAuthClientAdmin(admin.ModelAdmin):
+    form = OAuthClientForm
+    list_display = ["client_id", "redirect_uri", "secret_status", "updated_at"]
+    readonly_fields = ["secret_status", "updated_at"]
+    fields = ["client_id", "new_client_secret", "secret_status", "redirect_uri", "updated_at"]
+
+    @admin.display(description="Secret")
+    def secret_status(self, obj: OAuthClient) -> str:
+        if obj is None or obj.pk is None or obj.client_secret is None:
+            return "not set"
+        return f"set (last change {obj.updated_at:%Y-%m-%d %H:%M} UTC)"
+
+    def has_add_permission(self, request) -> bool:
+        # one client: the project's Google OAuth client
+        return super().has_add_permission(request) and not OAuthClient.objects.exists()
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        audit_record(
+            action=AuditAction.CLIENT_CHANGED,
+            actor=actor_for_user(request.user),
+            detail={
+                "client_id": obj.client_id,
+                "changed": sorted(set(form.changed_data)),
+                "secret_replaced": bool(form.cleaned_data.get("new_client_secret")),
+            },
+        )
+
+
+class ScopeListFilter(admin.SimpleListFilter):
+    title = "lacks scope"
+    parameter_name = "lacks"
+
+    def lookups(self, request, model_admin):
+        return [(s.uri, s.short_name) for s in Scope.objects.exclude(short_name__in=["openid", "email"])]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.lacking_scope(self.value())
+        return queryset
+
+
+@admin.register(GoogleCredential)
+class GoogleCredentialAdmin(admin.ModelAdmin):
+    list_display = [
+        "account",
+        "credential_key",
+        "current_state",
+        "scopes",
+        "last_refreshed_at",
+        "refresh_token_age",
+        "days_to_idle_limit",
+    ]
+    list_filter = ["state", ScopeListFilter, "source"]
+    search_fields = ["email", "credential_key"]
+    ordering = ["credential_key"]
+    readonly_fields = [
+        "credential_key",
+        "email",
+        "source",
+        "current_state",
+        "scopes",
+        "missing",
+        "client_id",
+        "token_status",
+        "access_token_expires_at",
+        "consented_at",
+        "refresh_token_issued_at",
+        "refresh_token_age",
+        "days_to_idle_limit",
+        "last_refreshed_at",
+        "last_used_at",
+        "last_probed_at",
+        "last_error_at",
+        "last_error_code",
+        "last_error_detail",
+        "consecutive_failures",
+        "revoked_at",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["credential_key", "email", "source", "current_state", "client_id"]}),
+        ("Scopes", {"fields": ["scopes", "missing"]}),
+        (
+            "Tokens",
+            {
+                "fields": [
+                    "token_status",
+                    "access_token_expires_at",
+                    "consented_at",
+                    "refresh_token_issued_at",
+                    "refresh_token_age",
+                    "days_to_idle_limit",
+                ]
+            },
+        ),
+        (
+            "Activity",
+            {
+                "fields": [
+                    "last_refreshed_at",
+                    "last_used_at",
+                    "last_probed_at",
+                    "last_error_at",
+                    "last_error_code",
+                    "last_error_detail",
+                    "consecutive_failures",
+                    "revoked_at",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("granted_scopes")
+
+    def has_add_permission(self, request) -> bool:
+        # accounts are added by consenting, never by typing a token in
+        return False
+
+    @admin.display(description="Account", ordering="email")
+    def account(self, obj: GoogleCredential) -> str:
+        return obj.email or "(unknown email)"
+
+    @admin.display(description="State")
+    def current_state(self, obj: GoogleCredential) -> str:
+        return obj.effective_state()
+
+    @admin.display(description="Granted scopes")
+    def scopes(self, obj: GoogleCredential):
+        names = [short_name(uri) for uri in obj.granted_scope_uris()]
+        return format_html_join(", ", "{}", ((name,) for name in names)) or "-"
+
+    @admin.display(description="Missing scopes")
+    def missing(self, obj: GoogleCredential) -> str:
+        return ", ".join(short_name(uri) for uri in obj.missing_scopes()) or "-"
+
+    @admin.display(description="Client id")
+    def client_id(self, obj: GoogleCredential) -> str:
+        return obj.client_id or "-"
+
+    @admin.display(description="Tokens")
+    def token_status(self, obj: GoogleCredential) -> str:
+        refresh = "refresh token stored (encrypted)" if obj.refresh_token else "no refresh token"
+        access = "access token cached" if obj.access_token else "no access token"
+        return f"{refresh}; {access}"
+
+    @admin.display(description="Refresh token age")
+    def refresh_token_age(self, obj: GoogleCredential) -> str:
+        days = obj.refresh_token_age_days(now=timezone.now())
+        return "-" if days is None else f"{days} days"
+
+    @admin.display(description="Days until Google's 6-month idle limit")
+    def days_to_idle_limit(self, obj: GoogleCredential) -> str:
+        days = obj.days_until_idle_limit(now=timezone.now())
+        return "-" if days is None else str(days)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "action", "account", "credential_key", "actor", "outcome"]
+    list_filter = ["action", "outcome"]
+    search_fields = ["account", "credential_key", "actor"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(HeartbeatRun)
+class HeartbeatRunAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "finished_at", "trigger", "selected", "outcomes"]
+
+
+@admin.register(Scope)
+class ScopeAdmin(admin.ModelAdmin):
+    list_display = ["short_name", "uri", "description", "implied"]
+    search_fields = ["short_name", "uri"]
+    filter_horizontal = ["implies"]
+
+    @admin.display(description="Also grants")
+    def implied(self, obj: Scope) -> str:
+        return ", ".join(s.short_name for s in obj.implies.all()) or "-"
+
+
+@admin.register(Feature)
+class FeatureAdmin(admin.ModelAdmin):
+    list_display = ["key", "connector", "description", "scopes"]
+    filter_horizontal = ["satisfied_by"]
+
+    @admin.display(description="Satisfied by any of")
+    def scopes(self, obj: Feature) -> str:
+        return ", ".join(s.short_name for s in obj.satisfied_by.all())
