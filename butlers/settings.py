@@ -111,6 +111,7 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
@@ -199,6 +200,8 @@ for _name in (
     if _name in env:
         globals()[_name] = env.str(_name)
 OAUTH_RATE_LIMIT = env.str("OAUTH_RATE_LIMIT", default="30/m")
+#: Public URL of the dashboard, named in the STARTUP BLOCKED banner (empty = derived).
+BUTLERS_DASHBOARD_URL = env.str("BUTLERS_DASHBOARD_URL", default="")
 for _name in (
     "OAUTH_HEARTBEAT_WINDOW",
     "OAUTH_HEARTBEAT_CONCURRENCY",

@@ -47,10 +47,10 @@ class EncryptedSecretField(models.TextField):
         return Secret.from_ciphertext(value, field=self.name)
 
     def to_python(self, value):
-        if value in (None, ""):
-            return None
         if isinstance(value, Secret):
             return value
+        if value is None or value == "":
+            return None
         return Secret(str(value), field=self.name)
 
     def get_prep_value(self, value):
