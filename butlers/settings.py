@@ -111,7 +111,6 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:

@@ -25,6 +25,12 @@ from .services import actor_for_user, audit_record
 
 
 class OAuthClientForm(forms.ModelForm):
+    redirect_uri = forms.URLField(
+        assume_scheme="https",
+        required=False,
+        max_length=500,
+        help_text="Exactly as registered in Google Cloud Console; empty = this server's callback.",
+    )
     new_client_secret = forms.CharField(
         label="Client secret",
         required=False,

@@ -1,0 +1,71 @@
+"""Scopes are in the ORM: 'which accounts lack calendar' is a query, implications count."""
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from oauth.models import AuditEvent, GoogleCredential
+from oauth.services import audit_record
+
+
+def test_which_accounts_lack_calendar_is_a_query(credential_factory):
+    credential_factory(email="full@example.com")
+    credential_factory(email="readonly@example.com", scopes=("gmail.readonly", "calendar.readonly"))
+    credential_factory(email="mail@example.com", scopes=("gmail.modify",))
+
+    lacking_write = GoogleCredential.objects.lacking_feature("calendar.write")
+    lacking_read = GoogleCredential.objects.lacking_feature("calendar.read")
+    lacking_labels = GoogleCredential.objects.lacking_scope("gmail.modify")
+
+    assert {c.email for c in lacking_write} == {"readonly@example.com", "mail@example.com"}
+    assert {c.email for c in lacking_read} == {"mail@example.com"}
+    assert {c.email for c in lacking_labels} == {"readonly@example.com"}
+    # gmail.modify implies gmail.readonly: nobody lacks Gmail reading
+    assert not GoogleCredential.objects.lacking_scope("gmail.readonly").exists()
+
+
+def test_missing_scopes_and_effective_state_follow_the_required_setting(credential_factory, settings):
+    credential = credential_factory(scopes=("openid", "email", "gmail.modify", "calendar.readonly"))
+
+    assert credential.missing_scopes() == ["https://www.googleapis.com/auth/calendar"]
+    assert credential.effective_state() == "missing_scope"
+
+    settings.OAUTH_REQUIRED_SCOPES = ["gmail.readonly", "calendar.readonly", "openid"]
+    assert credential.missing_scopes() == []
+    assert credential.effective_state() == "connected"
+
+
+def test_idle_limit_counts_from_the_last_refresh(credential_factory):
+    now = timezone.now()
+    credential = credential_factory(
+        consented_at=now - dt.timedelta(days=100),
+        refresh_token_issued_at=now - dt.timedelta(days=100),
+        last_refreshed_at=now - dt.timedelta(days=10),
+    )
+    assert credential.days_until_idle_limit(now=now) == 173  # 183-day limit
+    assert credential.refresh_token_age_days(now=now) == 100
+    assert credential.is_due_for_heartbeat(now=now, window=dt.timedelta(hours=24))
+    assert not credential.is_due_for_heartbeat(now=now, window=dt.timedelta(days=11))
+
+
+def test_the_audit_log_is_append_only(credential_factory):
+    event = audit_record(action="connected", actor="user:x", credential=credential_factory())
+
+    event.outcome = "changed"
+    with pytest.raises(TypeError, match="append-only"):
+        event.save()
+    with pytest.raises(TypeError, match="append-only"):
+        event.delete()
+    with pytest.raises(TypeError, match="append-only"):
+        AuditEvent.objects.all().update(outcome="x")
+    with pytest.raises(TypeError, match="append-only"):
+        AuditEvent.objects.all().delete()
+    assert AuditEvent.objects.get().outcome == ""
+
+
+def test_a_credential_repr_never_holds_a_secret(credential_factory):
+    from conftest import ACCESS_TOKEN, REFRESH_TOKEN
+
+    credential = GoogleCredential.objects.get(pk=credential_factory(email="a@example.com").pk)
+    text = repr(credential) + str(credential) + repr(vars(credential))
+    assert REFRESH_TOKEN not in text and ACCESS_TOKEN not in text
