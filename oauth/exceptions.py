@@ -123,3 +123,26 @@ class ConsentError(OAuthError):
     """The consent callback failed; ``error`` is one of the contract's callback codes."""
 
     error = "consent_failed"
+
+
+# --- operator tools (import, revoke, key rotation) ------------------------------------------------
+class NothingToImport(CredentialError):
+    """``oauth_import_env`` found none of the deprecated credential variables set."""
+
+    error = "nothing_to_import"
+    description = (
+        "Nothing to import: none of BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON, GMAIL_CLIENT_ID/"
+        "GMAIL_CLIENT_SECRET/GMAIL_REFRESH_TOKEN or GOOGLE_REFRESH_TOKEN is set in this environment."
+    )
+
+
+class RevocationFailed(OAuthError):
+    """Google did not confirm a revocation; nothing was changed locally, so it can be retried."""
+
+    error = "revocation_failed"
+    description = (
+        "Google did not confirm the revocation; nothing was changed locally. Retry "
+        "'manage.py oauth_revoke', or remove the app's access at "
+        "https://myaccount.google.com/permissions."
+    )
+
