@@ -146,3 +146,84 @@ class RevocationFailed(OAuthError):
         "https://myaccount.google.com/permissions."
     )
 
+
+class InvalidState(ConsentError):
+    """The callback's ``state`` is unknown, tampered, expired, already used or another session's."""
+
+    error = "invalid_state"
+    description = (
+        "This consent link is not valid any more (unknown, expired after 10 minutes, already used, "
+        "or started from another browser session). Start again with 'Connect a Google account' "
+        "on the dashboard (/)."
+    )
+
+
+class MissingCode(ConsentError):
+    """Google came back without an authorization code."""
+
+    error = "missing_code"
+    description = (
+        "Google returned without an authorization code. Start again with 'Connect a Google "
+        "account' on the dashboard (/)."
+    )
+
+
+class AccessDenied(ConsentError):
+    """The person at Google declined (or Google refused) to grant access."""
+
+    error = "access_denied"
+    description = (
+        "Access was not granted at Google. To connect the account, start again and allow every "
+        "permission asked for."
+    )
+
+
+class TokenExchangeFailed(ConsentError):
+    """Google would not trade the authorization code for tokens (or the account email)."""
+
+    error = "token_exchange_failed"
+    description = (
+        "Google did not accept the authorization code (it may have expired or been used already). "
+        "Start again with 'Connect a Google account' on the dashboard (/)."
+    )
+
+
+class NoRefreshToken(ConsentError):
+    """A first consent returned no refresh token, so nothing could be stored."""
+
+    error = "no_refresh_token"
+    description = (
+        "Google returned no refresh token, so nothing was stored. Remove the app's access at "
+        "https://myaccount.google.com/permissions, then connect again (the start URL asks for "
+        "access_type=offline and prompt=consent)."
+    )
+
+
+class RedirectUriMismatch(ConsentError):
+    """Google refused the redirect URI: it is not registered on the OAuth client."""
+
+    error = "redirect_uri_mismatch"
+    description = (
+        "Google refused the redirect URI. Add it exactly as configured (GOOGLE_OAUTH_REDIRECT_URI or "
+        "the client in the admin) to the OAuth client's 'Authorized redirect URIs' in Google Cloud "
+        "Console (APIs & Services > Credentials), then connect again."
+    )
+
+
+class ConsentStorageFailed(ConsentError):
+    """The grant came back from Google but could not be saved; nothing was kept."""
+
+    error = "storage_failed"
+    description = (
+        "Google granted access but the grant could not be saved, so nothing was stored. Check the "
+        "database (GET /api/health/ready), then connect again."
+    )
+
+
+class ConsentRateLimited(ConsentError):
+    """Too many consent starts or callbacks from one user within OAUTH_RATE_LIMIT's window."""
+
+    error = "rate_limited"
+    description = (
+        "Too many consent attempts; wait a minute and try again (limit: OAUTH_RATE_LIMIT)."
+    )

@@ -1,0 +1,197 @@
+"""Google's side of the consent flow: the authorization URL, the code exchange, the account email.
+
+Hand-rolled over the shared ``requests`` session (every call has OAUTH_HTTP_TIMEOUT). Google's
+answers are mapped to the consent errors of ``oauth.exceptions``; their raw bodies are never put in
+an error message (only Google's short error *code*, and only when it is one we know).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import requests
+
+from ..app_settings import oauth_settings
+from ..encryption import Secret
+from ..exceptions import RedirectUriMismatch, TokenExchangeFailed
+from .http import parse_oauth_error, session, timeout
+
+logger = logging.getLogger("oauth.google.consent")
+
+#: Google error codes on the token endpoint that mean the OAuth client itself is wrong.
+CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client", "deleted_client"})
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE ``(code_verifier, code_challenge)`` for S256 (RFC 7636: 43-128 url-safe chars)."""
+    verifier = secrets.token_urlsafe(64)[:96]
+    return verifier, pkce_challenge(verifier)
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def authorization_url(
+    *, client_id: str, redirect_uri: str, scopes: list[str], state: str, code_challenge: str
+) -> str:
+    """The URL of Google's consent page for an offline grant with PKCE."""
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(scopes),
+            # offline + consent: Google returns a refresh token every time, not only the first.
+            "access_type": "offline",
+            "prompt": "consent",
+            "include_granted_scopes": "true",
+            "state": state,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    return f"{oauth_settings.GOOGLE_OAUTH_AUTH_URI}?{query}"
+
+
+@dataclass
+class TokenGrant:
+    """What the token endpoint gave for an authorization code. Secrets stay boxed."""
+
+    access_token: Secret
+    refresh_token: Secret | None
+    expires_in: int | None
+    scopes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenGrant(refresh_token={'yes' if self.refresh_token else 'no'}, "
+            f"expires_in={self.expires_in!r}, scopes={self.scopes!r})"
+        )
+
+
+def _exchange_error(response: requests.Response) -> Exception:
+    body = parse_oauth_error(response)
+    logger.warning(
+        "Google refused the authorization code exchange (%s, HTTP %s)", body.error, body.status
+    )
+    if body.error == "redirect_uri_mismatch":
+        return RedirectUriMismatch()
+    if body.error in CLIENT_ERRORS:
+        return TokenExchangeFailed(
+            f"Google rejected the OAuth client ({body.error}). Check the client id and secret in "
+            "the admin (/admin/oauth/oauthclient/) or GOOGLE_OAUTH_CLIENT_ID / "
+            "GOOGLE_OAUTH_CLIENT_SECRET, then connect again."
+        )
+    if body.error == "invalid_grant":
+        return TokenExchangeFailed()
+    if response.status_code >= 500 or response.status_code == 429:
+        return TokenExchangeFailed(
+            "Google's token endpoint is temporarily unavailable. Wait a moment, then start again "
+            "with 'Connect a Google account' on the dashboard (/)."
+        )
+    return TokenExchangeFailed(
+        f"Google did not accept the authorization code (HTTP {response.status_code}). Start again "
+        "with 'Connect a Google account' on the dashboard (/)."
+    )
+
+
+def _positive_int(value) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def code_exchange(
+    *,
+    code: str,
+    code_verifier: str,
+    redirect_uri: str,
+    client_id: str,
+    client_secret: Secret | None,
+) -> TokenGrant:
+    """Trade an authorization code for tokens at GOOGLE_OAUTH_TOKEN_URI.
+
+    Raises :class:`RedirectUriMismatch` or :class:`TokenExchangeFailed`.
+    """
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": code_verifier,
+        "redirect_uri": redirect_uri,
+        "client_id": client_id,
+    }
+    if client_secret is not None:
+        data["client_secret"] = client_secret.reveal()
+    try:
+        response = session.post(
+            oauth_settings.GOOGLE_OAUTH_TOKEN_URI,
+            data=data,
+            headers={"Accept": "application/json"},
+            timeout=timeout(),
+        )
+    except requests.RequestException as exc:
+        logger.warning("Could not reach Google's token endpoint: %s", type(exc).__name__)
+        raise TokenExchangeFailed(
+            "Could not reach Google's token endpoint (network error or timeout). Check this "
+            "server's access to GOOGLE_OAUTH_TOKEN_URI, then connect again."
+        ) from None
+    if response.status_code != 200:
+        raise _exchange_error(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise TokenExchangeFailed(
+            "Google's token endpoint answered without an access token. Start again with 'Connect "
+            "a Google account' on the dashboard (/)."
+        )
+    refresh = body.get("refresh_token")
+    scope = body.get("scope")
+    return TokenGrant(
+        access_token=Secret(token, field="access_token"),
+        refresh_token=Secret(refresh, field="refresh_token")
+        if isinstance(refresh, str) and refresh
+        else None,
+        expires_in=_positive_int(body.get("expires_in")),
+        scopes=scope.split() if isinstance(scope, str) else [],
+    )
+
+
+def userinfo_email(*, access_token: Secret) -> str:
+    """The account's email from GOOGLE_OAUTH_USERINFO_URI (needs the 'email' scope)."""
+    try:
+        response = session.get(
+            oauth_settings.GOOGLE_OAUTH_USERINFO_URI,
+            headers={"Authorization": f"Bearer {access_token.reveal()}"},
+            timeout=timeout(),
+        )
+    except requests.RequestException as exc:
+        logger.warning("Could not reach Google's userinfo endpoint: %s", type(exc).__name__)
+        raise TokenExchangeFailed(
+            "Could not reach Google's userinfo endpoint to read the account email. Check this "
+            "server's access to GOOGLE_OAUTH_USERINFO_URI, then connect again."
+        ) from None
+    body = None
+    if response.status_code == 200:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str) or "@" not in email or len(email) > 254:
+        logger.warning("Google's userinfo endpoint gave no email (HTTP %s)", response.status_code)
+        raise TokenExchangeFailed(
+            "Google did not tell which account was connected (no email from the userinfo "
+            "endpoint). Make sure GOOGLE_OAUTH_SCOPES includes 'openid email', then connect again."
+        )
+    return email.strip().lower()
