@@ -1,0 +1,387 @@
+"""The access-token service (oauth/tokens.py) against the fake Google and real PostgreSQL/Redis."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from django.utils import timezone
+
+from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from oauth.exceptions import (
+    AccountNotFound,
+    ClientMisconfigured,
+    CredentialError,
+    ReconsentRequired,
+    TransientGoogleError,
+)
+from oauth.models import AuditAction, AuditEvent, GoogleCredential
+from oauth.tokens import (
+    AccessToken,
+    access_token_cache_invalidate,
+    access_token_get,
+    credential_refresh,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(settings):
+    settings.OAUTH_REFRESH_BACKOFF = 0.01
+
+
+@pytest.fixture
+def stale_credential(fake_google, credential_factory):
+    """A stored grant known to the fake, whose access token expires within the margin."""
+
+    def make(email="alice@example.com", **kwargs):
+        refresh_token = fake_google.issue_grant(email)
+        return credential_factory(email=email, refresh_token=refresh_token, expires_in=60, **kwargs)
+
+    return make
+
+
+def reload(credential) -> GoogleCredential:
+    return GoogleCredential.objects.get(pk=credential.pk)
+
+
+def test_a_fresh_stored_token_is_served_without_calling_google(fake_google, credential_factory):
+    credential_factory(email="alice@example.com", expires_in=3600)
+
+    token = access_token_get()
+
+    assert token.value == ACCESS_TOKEN
+    assert token.account == "alice@example.com"
+    assert token.credential_key == "google"
+    assert fake_google.stats["token_requests"] == 0
+
+
+def test_a_warm_call_needs_no_database_query(fake_google, credential_factory, django_assert_num_queries):
+    credential_factory(email="alice@example.com", expires_in=3600)
+    access_token_get()  # fills the cache (and records last_used_at once)
+
+    with django_assert_num_queries(0):
+        again = access_token_get()
+
+    assert again.value == ACCESS_TOKEN
+
+
+def test_the_cache_holds_ciphertext_not_the_token(fake_google, credential_factory):
+    from django_redis import get_redis_connection
+
+    credential_factory(email="alice@example.com", expires_in=3600)
+    access_token_get()
+
+    redis = get_redis_connection("default")
+    dump = b"".join(redis.get(key) or b"" for key in redis.keys("*"))
+    assert dump  # something was cached
+    assert ACCESS_TOKEN.encode() not in dump
+
+
+def test_a_stale_token_is_refreshed_once_and_stored_encrypted(fake_google, stale_credential):
+    credential = stale_credential()
+
+    token = access_token_get(actor="process:test")
+    again = access_token_get()
+
+    assert token.value.startswith("ya29.fake-")
+    assert again.value == token.value
+    assert fake_google.refreshes_for("alice@example.com") == 1
+    row = reload(credential)
+    assert row.access_token.reveal() == token.value
+    assert row.access_token_expires_at > timezone.now() + dt.timedelta(minutes=55)
+    assert row.last_refreshed_at is not None
+    event = AuditEvent.objects.get(action=AuditAction.REFRESHED)
+    assert event.actor == "process:test" and event.credential_id == credential.pk
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT access_token FROM google_oauth_credentials WHERE id = %s", [row.pk])
+        (stored,) = cursor.fetchone()
+    assert token.value not in stored
+
+
+def test_a_refresh_without_refresh_token_keeps_the_stored_one(fake_google, stale_credential):
+    credential = stale_credential()
+    stored = reload(credential).refresh_token.reveal()
+
+    access_token_get()
+
+    assert reload(credential).refresh_token.reveal() == stored
+
+
+def test_a_rotated_refresh_token_is_stored(fake_google, stale_credential):
+    credential = stale_credential()
+    old = reload(credential).refresh_token.reveal()
+    fake_google.rotate_refresh_tokens = True
+
+    access_token_get()
+
+    row = reload(credential)
+    assert row.refresh_token.reveal() != old
+    # and the new one works at Google on the next forced refresh
+    credential_refresh(credential=row, actor="process:test")
+    assert fake_google.refreshes_for("alice@example.com") == 2
+
+
+def test_invalid_grant_marks_expired_without_retry(fake_google, stale_credential):
+    credential = stale_credential()
+    fake_google.expire_grant("alice@example.com")
+
+    with pytest.raises(ReconsentRequired) as excinfo:
+        access_token_get()
+
+    assert "Reconnect" in str(excinfo.value)
+    assert fake_google.stats["token_requests"] == 1  # no retry
+    row = reload(credential)
+    assert row.state == "expired"
+    assert row.last_error_code == "invalid_grant"
+    assert row.access_token.reveal() == ACCESS_TOKEN  # nothing lost
+    assert AuditEvent.objects.filter(action=AuditAction.REFRESH_FAILED, outcome="expired").count() == 1
+    # an expired credential is not sent to Google again
+    with pytest.raises(ReconsentRequired):
+        access_token_get()
+    assert fake_google.stats["token_requests"] == 1
+
+
+def test_a_grant_dying_seven_days_after_consent_points_at_testing_status(
+    fake_google, stale_credential
+):
+    week_ago = timezone.now() - dt.timedelta(days=7, hours=1)
+    credential = stale_credential(consented_at=week_ago, refresh_token_issued_at=week_ago)
+    fake_google.expire_grant("alice@example.com")
+
+    with pytest.raises(ReconsentRequired) as excinfo:
+        access_token_get()
+
+    assert "Testing" in str(excinfo.value)
+    assert "Testing" in reload(credential).last_error_detail
+
+
+def test_an_old_grant_dying_gets_the_plain_reconnect_remediation(fake_google, stale_credential):
+    long_ago = timezone.now() - dt.timedelta(days=200)
+    stale_credential(consented_at=long_ago, refresh_token_issued_at=long_ago)
+    fake_google.expire_grant("alice@example.com")
+
+    with pytest.raises(ReconsentRequired) as excinfo:
+        access_token_get()
+
+    assert "Testing" not in str(excinfo.value)
+    assert "Reconnect the account" in str(excinfo.value)
+
+
+def test_two_503s_then_success_stays_connected_with_tokens_intact(fake_google, stale_credential):
+    credential = stale_credential()
+    refresh_before = reload(credential).refresh_token.reveal()
+    fake_google.fail_token(2, status=503)
+
+    token = access_token_get()
+
+    row = reload(credential)
+    assert row.state == "connected"
+    assert row.consecutive_failures == 0
+    assert row.refresh_token.reveal() == refresh_before
+    assert row.access_token.reveal() == token.value
+    assert fake_google.stats["token_requests"] == 3
+
+
+@pytest.mark.parametrize(
+    "status,error",
+    [(503, "temporarily_unavailable"), (500, "server_error"), (429, "rate_limit_exceeded"),
+     (502, "html_bad_gateway")],
+)
+def test_transient_failures_count_up_to_refresh_failing_never_expired(
+    fake_google, stale_credential, settings, status, error
+):
+    settings.OAUTH_REFRESH_RETRIES = 1
+    settings.OAUTH_REFRESH_FAILURES_BEFORE_FAILING = 2
+    credential = stale_credential()
+    fake_google.fail_token(100, status=status, error=error)
+
+    with pytest.raises(TransientGoogleError):
+        access_token_get()
+    row = reload(credential)
+    assert (row.state, row.consecutive_failures) == ("connected", 1)
+    assert fake_google.stats["token_requests"] == 2  # one call, one retry
+
+    with pytest.raises(TransientGoogleError):
+        access_token_get()
+    row = reload(credential)
+    assert (row.state, row.consecutive_failures) == ("refresh_failing", 2)
+    assert row.access_token.reveal() == ACCESS_TOKEN
+    assert row.refresh_token is not None
+
+    fake_google._token_failures.clear()
+    access_token_get()
+    row = reload(credential)
+    assert (row.state, row.consecutive_failures) == ("connected", 0)
+
+
+def test_google_unreachable_is_transient(settings, credential_factory):
+    settings.GOOGLE_OAUTH_TOKEN_URI = "http://127.0.0.1:9/token"  # discard port: refused
+    settings.GOOGLE_OAUTH_CLIENT_ID = "x"
+    settings.OAUTH_REFRESH_RETRIES = 0
+    credential = credential_factory(expires_in=60)
+
+    with pytest.raises(TransientGoogleError) as excinfo:
+        access_token_get()
+
+    assert excinfo.value.error == "connection_error"
+    assert reload(credential).state == "connected"
+
+
+@pytest.mark.parametrize("how", ["invalid_client", "deleted_client", "unauthorized_client"])
+def test_a_rejected_client_marks_misconfigured(fake_google, stale_credential, how):
+    credential = stale_credential()
+    if how == "deleted_client":
+        fake_google.delete_client()
+    else:
+        fake_google.fail_token(1, status=401 if how == "invalid_client" else 400, error=how)
+
+    with pytest.raises(ClientMisconfigured) as excinfo:
+        access_token_get()
+
+    assert "GOOGLE_OAUTH_CLIENT_SECRET" in str(excinfo.value)
+    row = reload(credential)
+    assert row.state == "misconfigured"
+    assert row.last_error_code == how
+    assert fake_google.stats["token_requests"] == 1
+
+
+def test_a_fixed_client_brings_a_misconfigured_credential_back(fake_google, stale_credential):
+    credential = stale_credential()
+    fake_google.fail_token(1, status=401, error="invalid_client")
+    with pytest.raises(ClientMisconfigured):
+        access_token_get()
+
+    access_token_get()
+
+    assert reload(credential).state == "connected"
+
+
+def test_account_selects_that_account_and_never_another(fake_google, credential_factory):
+    credential_factory(email="alice@example.com", access_token="ya29.alice-token")
+    credential_factory(email="bob@example.com", access_token="ya29.bob-token")
+
+    assert access_token_get(account="bob@example.com").value == "ya29.bob-token"
+    assert access_token_get(account="BOB@example.com").value == "ya29.bob-token"
+    assert access_token_get().value == "ya29.alice-token"
+    with pytest.raises(AccountNotFound) as excinfo:
+        access_token_get(account="carol@example.com")
+    assert "carol@example.com" in str(excinfo.value)
+
+
+def test_nothing_configured_names_the_fix(db, monkeypatch):
+    for name in ("BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON", "GMAIL_CLIENT_ID", "GMAIL_CLIENT_SECRET",
+                 "GMAIL_REFRESH_TOKEN", "GOOGLE_REFRESH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(CredentialError) as excinfo:
+        access_token_get()
+
+    assert "must be set to a non-empty JSON object" in str(excinfo.value)
+
+
+def test_a_revoked_credential_is_refused_without_calling_google(fake_google, credential_factory):
+    credential_factory(revoked_at=timezone.now(), expires_in=60)
+
+    with pytest.raises(ReconsentRequired):
+        access_token_get()
+
+    assert fake_google.stats["token_requests"] == 0
+
+
+def test_force_refresh_replaces_a_token_google_refused(fake_google, credential_factory):
+    refresh_token = fake_google.issue_grant("alice@example.com")
+    credential_factory(email="alice@example.com", refresh_token=refresh_token, expires_in=3600)
+
+    token = access_token_get(force_refresh=True)
+
+    assert token.value != ACCESS_TOKEN
+    assert access_token_get().value == token.value  # and the cache now holds the new one
+    assert fake_google.refreshes_for("alice@example.com") == 1
+
+
+def test_credential_refresh_always_asks_google(fake_google, credential_factory):
+    refresh_token = fake_google.issue_grant("alice@example.com")
+    credential = credential_factory(email="alice@example.com", refresh_token=refresh_token)
+
+    credential_refresh(credential=credential, actor="process:heartbeat")
+    credential_refresh(credential=reload(credential), actor="process:heartbeat")
+
+    assert fake_google.refreshes_for("alice@example.com") == 2
+
+
+def test_invalidation_after_reconsent_serves_the_new_token(fake_google, credential_factory):
+    credential = credential_factory(email="alice@example.com")
+    assert access_token_get().value == ACCESS_TOKEN
+    credential.access_token = "ya29.after-reconsent"
+    credential.save()
+
+    assert access_token_get().value == ACCESS_TOKEN  # still cached
+    access_token_cache_invalidate(credential=credential)
+    assert access_token_get().value == "ya29.after-reconsent"
+    assert access_token_get(account="alice@example.com").value == "ya29.after-reconsent"
+
+
+def test_works_without_redis(fake_google, stale_credential, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6390/0",  # nothing listens there
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    stale_credential()
+
+    first = access_token_get()
+    second = access_token_get()
+
+    assert first.value == second.value
+    assert fake_google.refreshes_for("alice@example.com") == 1
+
+
+def test_env_fallback_is_refreshed_once_and_cached(fake_google, monkeypatch, db):
+    refresh_token = fake_google.issue_grant("env@example.com")
+    monkeypatch.setenv(
+        "BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON",
+        json.dumps({"client_id": fake_google_client_id(), "client_secret": CLIENT_SECRET,
+                    "refresh_token": refresh_token}),
+    )
+
+    first = access_token_get()
+    second = access_token_get()
+
+    assert first.account == "env:BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON"
+    assert first.credential_key is None
+    assert second.value == first.value
+    assert fake_google.refreshes_for("env@example.com") == 1
+
+
+def test_env_fallback_dead_token_names_the_variable(fake_google, monkeypatch, db):
+    monkeypatch.setenv(
+        "BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON",
+        json.dumps({"client_id": fake_google_client_id(), "client_secret": CLIENT_SECRET,
+                    "refresh_token": "1//unknown-token"}),
+    )
+
+    with pytest.raises(ReconsentRequired) as excinfo:
+        access_token_get()
+
+    assert "BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON" in str(excinfo.value)
+    assert "1//unknown-token" not in str(excinfo.value)
+
+
+def test_access_token_repr_hides_the_value():
+    token = AccessToken(
+        value=ACCESS_TOKEN, expires_at=timezone.now(), account="a@example.com", credential_key="google"
+    )
+    assert ACCESS_TOKEN not in repr(token)
+    assert REFRESH_TOKEN not in repr(token)
+
+
+def fake_google_client_id() -> str:
+    from conftest import CLIENT_ID
+
+    return CLIENT_ID
