@@ -1,0 +1,288 @@
+"""The web consent flow: mint a state for a staff session, then complete the grant Google sends back.
+
+Safer than the system the runbook describes:
+
+* the ``state`` is random, single use, expires after OAUTH_STATE_TTL (10 minutes) and is bound to
+  the staff session (and user) that minted it; a foreign session's attempt does not consume it;
+* it lives in the database (only its SHA-256 digest, with the PKCE verifier encrypted), so any
+  number of web workers can serve the callback;
+* every request carries PKCE (S256);
+* the grant is saved in one transaction, and a failure to save is reported as an error, never as a
+  success page with the refresh token thrown away.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from . import scopes as scope_catalogue
+from .app_settings import oauth_settings
+from .exceptions import (
+    AccessDenied,
+    ConsentError,
+    ConsentStorageFailed,
+    EncryptionError,
+    InvalidState,
+    MissingCode,
+    NoRefreshToken,
+    RedirectUriMismatch,
+)
+from .google import consent as google_consent
+from .models import (
+    PRIMARY_CREDENTIAL_KEY,
+    AuditAction,
+    CredentialSource,
+    CredentialState,
+    GoogleCredential,
+    OAuthState,
+)
+from .selectors import oauth_client_get
+from .services import actor_for_user, audit_record, credential_set_scopes
+
+logger = logging.getLogger("oauth.consent")
+
+#: Longest ``state`` accepted from a query string (ours are 43 characters).
+MAX_STATE_LENGTH = 128
+#: Provider error codes on the callback that we name back to the user; anything else is generic.
+_KNOWN_CALLBACK_ERRORS = {
+    "access_denied": AccessDenied,
+    "redirect_uri_mismatch": RedirectUriMismatch,
+}
+
+
+def _now() -> dt.datetime:
+    return timezone.now()
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _state_ttl() -> dt.timedelta:
+    return dt.timedelta(seconds=float(oauth_settings.OAUTH_STATE_TTL))
+
+
+def new_session_binding() -> str:
+    """A random value kept in the staff session; states are bound to its digest."""
+    return secrets.token_urlsafe(32)
+
+
+# --- start ------------------------------------------------------------------------------------
+def consent_start(*, user, session_binding: str, default_redirect_uri: str) -> str:
+    """Mint a state for this staff session and return Google's authorization URL.
+
+    ``default_redirect_uri`` is this server's callback URL, used when neither the admin's client nor
+    GOOGLE_OAUTH_REDIRECT_URI names one. Raises :class:`~oauth.exceptions.NotConfigured`.
+    """
+    client = oauth_client_get()
+    redirect_uri = client.redirect_uri or default_redirect_uri
+    requested = scope_catalogue.normalize_scopes(oauth_settings.GOOGLE_OAUTH_SCOPES)
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = google_consent.pkce_pair()
+    now = _now()
+    # Old states are useless after their TTL; keep the table small.
+    OAuthState.objects.filter(created_at__lt=now - 6 * _state_ttl()).delete()
+    OAuthState.objects.create(
+        state_digest=_digest(state),
+        session_digest=_digest(session_binding),
+        user=user if getattr(user, "pk", None) else None,
+        code_verifier=verifier,
+        redirect_uri=redirect_uri,
+        scopes=requested,
+        created_at=now,
+    )
+    return google_consent.authorization_url(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        scopes=requested,
+        state=state,
+        code_challenge=challenge,
+    )
+
+
+# --- callback -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConsentResult:
+    """A completed consent: the stored credential and whether it was new."""
+
+    credential: GoogleCredential
+    created: bool
+    missing_scopes: list[str]
+
+
+def _state_consume(*, state: str | None, user, session_binding: str | None) -> OAuthState:
+    """Take the pending consent for ``state``, marking it used; raise InvalidState otherwise.
+
+    A state minted for another session (or user) is refused *without* being consumed, so an
+    attacker replaying a victim's callback cannot burn the victim's consent.
+    """
+    if not state or len(state) > MAX_STATE_LENGTH or not session_binding:
+        raise InvalidState()
+    with transaction.atomic():
+        pending = (
+            OAuthState.objects.select_for_update().filter(state_digest=_digest(state)).first()
+        )
+        if pending is None:
+            raise InvalidState()
+        if pending.session_digest != _digest(session_binding) or pending.user_id != getattr(
+            user, "pk", None
+        ):
+            logger.warning("Consent callback with a state minted for another session")
+            raise InvalidState()
+        if pending.used_at is not None:
+            raise InvalidState()
+        pending.used_at = _now()
+        pending.save(update_fields=["used_at"])
+    if pending.is_expired(now=pending.used_at, ttl=_state_ttl()):
+        raise InvalidState()
+    return pending
+
+
+def _credential_key_for(*, email: str) -> str:
+    if not GoogleCredential.objects.filter(credential_key=PRIMARY_CREDENTIAL_KEY).exists():
+        return PRIMARY_CREDENTIAL_KEY
+    return f"google:{email}"
+
+
+def _invalidate_cached_token(credential: GoogleCredential) -> None:
+    """Drop any cached access token of ``credential`` so the re-consented one is served next.
+
+    The token service (``oauth/tokens.py``) caches access tokens under this key.
+    """
+    try:
+        from . import tokens
+    except ImportError:
+        tokens = None
+    invalidate = getattr(tokens, "access_token_cache_invalidate", None)
+    if callable(invalidate):
+        invalidate(credential=credential)
+    cache.delete(f"oauth:access-token:{credential.pk}")
+
+
+def _store_grant(
+    *, email: str, grant: google_consent.TokenGrant, client_id: str, requested: list[str], user
+) -> ConsentResult:
+    now = _now()
+    with transaction.atomic():
+        credential = (
+            GoogleCredential.objects.select_for_update().filter(email__iexact=email).first()
+        )
+        created = credential is None
+        if grant.refresh_token is None and (created or credential.refresh_token is None):
+            # First consent without a refresh token: storing it would give a grant that dies in
+            # an hour. Nothing is stored.
+            raise NoRefreshToken()
+        if created:
+            credential = GoogleCredential(credential_key=_credential_key_for(email=email), email=email)
+        if grant.refresh_token is not None:
+            credential.refresh_token = grant.refresh_token.reveal()
+            credential.refresh_token_issued_at = now
+        credential.access_token = grant.access_token.reveal()
+        credential.access_token_expires_at = (
+            now + dt.timedelta(seconds=grant.expires_in) if grant.expires_in else None
+        )
+        metadata = dict(credential.credentials or {})
+        metadata.update({"client_id": client_id, "email": email})
+        credential.credentials = metadata
+        # The grant belongs to the configured client now, whatever it was imported with.
+        credential.client_secret = None
+        credential.source = CredentialSource.CONSENT
+        credential.state = CredentialState.CONNECTED
+        credential.consented_at = now
+        credential.revoked_at = None
+        credential.consecutive_failures = 0
+        credential.last_error_at = None
+        credential.last_error_code = ""
+        credential.last_error_detail = ""
+        credential.save()
+        granted = grant.scopes or requested
+        credential_set_scopes(credential=credential, scopes=granted)
+        credential = GoogleCredential.objects.prefetch_related("granted_scopes").get(pk=credential.pk)
+        missing = credential.missing_scopes()
+        audit_record(
+            action=AuditAction.CONNECTED if created else AuditAction.RECONSENTED,
+            actor=actor_for_user(user),
+            credential=credential,
+            outcome=credential.effective_state(),
+            detail={
+                "scopes": credential.granted_scope_uris(),
+                "missing_scopes": missing,
+                "refresh_token_returned": grant.refresh_token is not None,
+            },
+        )
+        transaction.on_commit(lambda: _invalidate_cached_token(credential))
+    return ConsentResult(credential=credential, created=created, missing_scopes=missing)
+
+
+def _audit_failure(*, user, error: ConsentError) -> None:
+    try:
+        audit_record(
+            action=AuditAction.CONSENT_FAILED,
+            actor=actor_for_user(user),
+            outcome=error.error,
+        )
+    except DatabaseError:
+        logger.exception("Could not record the failed consent in the audit log")
+
+
+def consent_complete(
+    *,
+    user,
+    session_binding: str | None,
+    state: str | None,
+    code: str | None,
+    error: str | None = None,
+) -> ConsentResult:
+    """Finish the consent Google redirected back with; raises a :class:`ConsentError` subclass.
+
+    Order: Google's own ``error`` first (the person declined), then the state, then the code.
+    """
+    try:
+        if error:
+            try:
+                _state_consume(state=state, user=user, session_binding=session_binding)
+            except InvalidState:
+                pass
+            raise _KNOWN_CALLBACK_ERRORS.get(error, AccessDenied)()
+        pending = _state_consume(state=state, user=user, session_binding=session_binding)
+        if not code:
+            raise MissingCode()
+        client = oauth_client_get()
+        grant = google_consent.code_exchange(
+            code=code,
+            code_verifier=pending.code_verifier.reveal(),
+            redirect_uri=pending.redirect_uri,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+        )
+        email = google_consent.userinfo_email(access_token=grant.access_token)
+        try:
+            result = _store_grant(
+                email=email,
+                grant=grant,
+                client_id=client.client_id,
+                requested=list(pending.scopes or []),
+                user=user,
+            )
+        except (DatabaseError, EncryptionError) as exc:
+            logger.error("Saving the grant for a consent failed: %s", type(exc).__name__)
+            if isinstance(exc, IntegrityError):
+                logger.error("Another consent for the same account was saved at the same time")
+            raise ConsentStorageFailed() from None
+    except ConsentError as exc:
+        logger.warning("Consent failed: %s", exc.error)
+        _audit_failure(user=user, error=exc)
+        raise
+    logger.info(
+        "Google account connected (%s, %s)",
+        result.credential.credential_key,
+        "new" if result.created else "re-consented",
+    )
+    return result
