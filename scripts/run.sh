@@ -32,8 +32,8 @@ $BIN/celery -A butlers worker --loglevel=INFO --pool="$WORKER_POOL" --concurrenc
 pids+=($!)
 $BIN/celery -A butlers beat --loglevel=INFO &
 pids+=($!)
-$BIN/gunicorn butlers.wsgi:application --bind "$HOST:$PORT" --workers "$WEB_WORKERS" \
-  --access-logfile - --graceful-timeout 10 &
+GUNICORN_BIND="$HOST:$PORT" WEB_WORKERS="$WEB_WORKERS" \
+  $BIN/gunicorn -c butlers/gunicorn.conf.py butlers.wsgi:application &
 pids+=($!)
 
 store=$([ -n "${DATABASE_URL:-}" ] && echo "DATABASE_URL" || echo "var/butlers.sqlite3")
