@@ -385,3 +385,118 @@ def fake_google_client_id() -> str:
     from conftest import CLIENT_ID
 
     return CLIENT_ID
+
+
+# --- real processes --------------------------------------------------------------------------------
+CHILD = """
+import json, os, sys, time
+import django
+django.setup()
+from oauth.tokens import access_token_get
+print("ready", flush=True)
+go = sys.argv[1]
+while not os.path.exists(go):
+    time.sleep(0.002)
+token = access_token_get(actor="process:child")
+print(json.dumps({"token": token.value, "account": token.account}), flush=True)
+"""
+
+
+def _child_env(subprocess_env, fake, *, redis_url=None):
+    from conftest import CLIENT_ID
+
+    env = dict(subprocess_env)
+    env.update(fake.env())
+    env.update({"GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID, "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET})
+    if redis_url:
+        env["TEST_REDIS_URL"] = redis_url
+    return env
+
+
+def _race(env, tmp_path, n=8):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    go = tmp_path / "go"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(go)], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(n)
+    ]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    go.touch()  # every child asks at the same moment
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("redis", ["redis", "no-redis"])
+def test_eight_processes_asking_at_once_cause_one_refresh(
+    fake_google, stale_credential, subprocess_env, tmp_path, redis
+):
+    fake_google.token_latency = 0.5  # the first refresh is still in flight when the others ask
+    credential = stale_credential()
+    env = _child_env(
+        subprocess_env, fake_google,
+        redis_url="redis://127.0.0.1:6390/0" if redis == "no-redis" else None,
+    )
+
+    results = _race(env, tmp_path)
+
+    assert fake_google.refreshes_for("alice@example.com") == 1
+    tokens = {result["token"] for result in results}
+    assert len(tokens) == 1
+    (token,) = tokens
+    assert token != ACCESS_TOKEN
+    assert reload(credential).access_token.reveal() == token
+    assert AuditEvent.objects.filter(action=AuditAction.REFRESHED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_refresh_leaves_the_credential_consistent(
+    fake_google, stale_credential, subprocess_env, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    fake_google.token_latency = 5
+    credential = stale_credential()
+    before = reload(credential)
+    go = tmp_path / "go"
+    go.touch()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(go)], cwd=ROOT,
+        env=_child_env(subprocess_env, fake_google), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while fake_google._in_flight == 0:  # the child holds the row lock and waits on Google
+        assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+
+    row = reload(credential)
+    assert row.access_token.reveal() == before.access_token.reveal()
+    assert row.access_token_expires_at == before.access_token_expires_at
+    assert row.refresh_token.reveal() == before.refresh_token.reveal()
+    assert row.last_refreshed_at is None and row.state == "connected"
+
+    fake_google.token_latency = 0
+    token = access_token_get()  # the lock died with the worker's connection
+
+    assert token.value != ACCESS_TOKEN
+    assert reload(credential).access_token.reveal() == token.value
