@@ -1,0 +1,223 @@
+"""The status report behind ``GET /api/oauth/status``, the dashboard and ``manage.py oauth_status``.
+
+It reads stored state only (it never calls Google) in a fixed number of queries whatever the number
+of accounts: the credentials, their granted scopes (one prefetch), the OAuth client, and the last
+consent outcome.
+
+Shape (DESIGN.md)::
+
+    {"google": {...the primary, or state 'not_configured'...}, "accounts": [{...}, ...]}
+
+Every entry has ``state``, ``connected``, ``scopes_granted`` (always a list), ``missing_scopes``
+and, unless connected, a ``remediation`` sentence. Emails, credential keys, timestamps and error
+details are added only with ``include_private=True`` (staff).
+
+Two derived states (a choice this module makes, documented in docs/consent-flow.md):
+
+* a stored credential whose grant was revoked (``revoked_at``) reads ``expired``;
+* a stored credential that has no client secret of its own while no OAuth client is configured at
+  all (neither in the admin nor GOOGLE_OAUTH_CLIENT_ID) reads ``misconfigured``: it cannot be
+  refreshed until a client is configured;
+* with no stored credential, ``google`` reads ``redirect_uri_mismatch`` when the last consent
+  attempt failed that way (so the runbook's triage row shows up in status), else
+  ``not_configured``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
+
+from . import scopes as scope_catalogue
+from .app_settings import oauth_settings
+from .models import AuditAction, AuditEvent, CredentialState, GoogleCredential
+from .selectors import ClientConfig, credentials_list, oauth_client_get_or_none
+
+NOT_CONFIGURED = "not_configured"
+
+_PRIVATE_TIMESTAMPS = (
+    "consented_at",
+    "refresh_token_issued_at",
+    "last_refreshed_at",
+    "last_used_at",
+    "last_probed_at",
+    "access_token_expires_at",
+    "last_error_at",
+    "revoked_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def _now() -> dt.datetime:
+    return timezone.now()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _short(uris: list[str]) -> str:
+    return ", ".join(scope_catalogue.short_name(uri) for uri in uris)
+
+
+def _is_testing_grant(credential: GoogleCredential) -> bool:
+    """An invalid_grant about OAUTH_TESTING_GRANT_DAYS after consent: the app is in 'Testing'."""
+    if credential.last_error_code != "invalid_grant":
+        return False
+    if not (credential.consented_at and credential.last_error_at):
+        return False
+    days = float(oauth_settings.OAUTH_TESTING_GRANT_DAYS)
+    lived = (credential.last_error_at - credential.consented_at).total_seconds() / 86400
+    # Google kills the grant at ~7 days; we notice at the next refresh (up to a heartbeat later).
+    return days - 1 <= lived <= days + 2
+
+
+def credential_state(credential: GoogleCredential, *, client: ClientConfig | None) -> str:
+    """The state an operator should see for ``credential`` (see the module docstring)."""
+    if credential.revoked_at is not None:
+        return CredentialState.EXPIRED
+    if client is None and credential.client_secret is None:
+        return CredentialState.MISCONFIGURED
+    return str(credential.effective_state())
+
+
+def remediation(credential: GoogleCredential, *, state: str, missing: list[str]) -> str:
+    """One sentence (or two) telling the operator what to do about ``state``."""
+    if state == CredentialState.MISSING_SCOPE:
+        return (
+            f"This grant lacks {_short(missing)}. Reconnect the account from the dashboard (/) "
+            "with 'Connect a Google account' and leave every permission ticked."
+        )
+    if state == CredentialState.EXPIRED:
+        if credential.revoked_at is not None:
+            return (
+                "This grant was revoked. Reconnect the account from the dashboard (/) with "
+                "'Connect a Google account' to use it again."
+            )
+        if _is_testing_grant(credential):
+            days = oauth_settings.OAUTH_TESTING_GRANT_DAYS
+            return (
+                f"The grant died about {days} days after consent: the OAuth consent screen is in "
+                "'Testing' publishing status, where Google expires refresh tokens after 7 days. "
+                "Set it to 'In production' in Google Cloud Console (APIs & Services > OAuth "
+                "consent screen), then reconnect the account from the dashboard (/)."
+            )
+        return (
+            "Google rejected the refresh token (expired, revoked, or unused for six months). "
+            "Reconnect the account from the dashboard (/) with 'Connect a Google account'."
+        )
+    if state == CredentialState.REFRESH_FAILING:
+        return (
+            f"Refreshing has failed {credential.consecutive_failures} times in a row with a "
+            "temporary error; retries continue and nothing is lost. If it persists, check this "
+            "server's network access to Google and GET /api/health/ready."
+        )
+    if state == CredentialState.MISCONFIGURED:
+        return (
+            "The OAuth client is missing or Google rejected it. Check the client id and secret "
+            "in the admin (/admin/oauth/oauthclient/) or GOOGLE_OAUTH_CLIENT_ID / "
+            "GOOGLE_OAUTH_CLIENT_SECRET, then reconnect the account from the dashboard (/)."
+        )
+    if state == CredentialState.REDIRECT_URI_MISMATCH:
+        return _redirect_mismatch_remediation()
+    return (
+        "Reconnect the account from the dashboard (/) with 'Connect a Google account'."
+    )
+
+
+def _redirect_mismatch_remediation() -> str:
+    return (
+        "Google refused the redirect URI. Add it exactly as configured (GOOGLE_OAUTH_REDIRECT_URI "
+        "or the client in the admin; default: this server's /api/oauth/google/callback) to the "
+        "OAuth client's 'Authorized redirect URIs' in Google Cloud Console, then connect again."
+    )
+
+
+def _account_payload(
+    credential: GoogleCredential,
+    *,
+    client: ClientConfig | None,
+    include_private: bool,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    state = credential_state(credential, client=client)
+    missing = credential.missing_scopes()
+    entry: dict[str, Any] = {
+        "state": state,
+        "connected": state == CredentialState.CONNECTED,
+        "scopes_granted": credential.granted_scope_uris(),
+        "missing_scopes": missing,
+    }
+    if state != CredentialState.CONNECTED:
+        entry["remediation"] = remediation(credential, state=state, missing=missing)
+    if include_private:
+        entry.update(
+            {
+                "email": credential.email,
+                "credential_key": credential.credential_key,
+                "primary": credential.is_primary,
+                "source": credential.source,
+                "client_id": credential.client_id,
+                "last_error_code": credential.last_error_code,
+                "last_error_detail": credential.last_error_detail,
+                "consecutive_failures": credential.consecutive_failures,
+                "days_until_idle_limit": credential.days_until_idle_limit(now=now),
+            }
+        )
+        for name in _PRIVATE_TIMESTAMPS:
+            entry[name] = _iso(getattr(credential, name))
+    return entry
+
+
+def _unconfigured_payload(*, client: ClientConfig | None) -> dict[str, Any]:
+    last = (
+        AuditEvent.objects.filter(
+            action__in=[
+                AuditAction.CONSENT_FAILED,
+                AuditAction.CONNECTED,
+                AuditAction.RECONSENTED,
+            ]
+        )
+        .values_list("action", "outcome")
+        .first()
+    )
+    if last == (AuditAction.CONSENT_FAILED, CredentialState.REDIRECT_URI_MISMATCH):
+        state, text = CredentialState.REDIRECT_URI_MISMATCH.value, _redirect_mismatch_remediation()
+    elif client is None:
+        state = NOT_CONFIGURED
+        text = (
+            "No OAuth client is configured and no account is connected. Save the client in the "
+            "admin (/admin/oauth/oauthclient/) or set GOOGLE_OAUTH_CLIENT_ID, "
+            "GOOGLE_OAUTH_CLIENT_SECRET and GOOGLE_OAUTH_REDIRECT_URI, then click 'Connect a "
+            "Google account' on the dashboard (/)."
+        )
+    else:
+        state = NOT_CONFIGURED
+        text = (
+            "No Google account is connected. Log in as staff, open the dashboard (/) and click "
+            "'Connect a Google account'."
+        )
+    return {
+        "state": state,
+        "connected": False,
+        "scopes_granted": [],
+        "missing_scopes": [],
+        "remediation": text,
+    }
+
+
+def status_payload(*, include_private: bool) -> dict[str, Any]:
+    """``{"google": {...}, "accounts": [...]}`` from stored state only, in constant queries."""
+    now = _now()
+    client = oauth_client_get_or_none()
+    credentials = credentials_list()
+    accounts = [
+        _account_payload(c, client=client, include_private=include_private, now=now)
+        for c in credentials
+    ]
+    # The primary comes first; without a 'google' row the earliest account stands in for it,
+    # as it does for the token service.
+    primary = accounts[0] if accounts else _unconfigured_payload(client=client)
+    return {"google": primary, "accounts": accounts}
