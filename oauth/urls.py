@@ -1,5 +1,12 @@
-"""URLs of the consent flow, the status API and the dashboard (filled in by the consent-flow work)."""
-from django.urls import path  # noqa: F401
+"""URLs of the consent flow, the status API and the dashboard (paths are DESIGN.md's contract)."""
+from django.urls import path
+
+from . import views
 
 app_name = "oauth"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("api/oauth/status", views.oauth_status, name="status"),
+    path("api/oauth/google/start", views.google_start, name="google-start"),
+    path("api/oauth/google/callback", views.google_callback, name="google-callback"),
+]

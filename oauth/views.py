@@ -1,0 +1,185 @@
+"""HTTP views of the OAuth app: status API, consent start and callback, the dashboard.
+
+Views are thin: parse the request, call one service, redirect or render. Every domain failure is an
+:class:`~oauth.exceptions.OAuthError` turned into a response by :func:`error_response` (the one
+place that maps errors to status codes, JSON for JSON clients and the dashboard's error panel for
+browsers).
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from django_ratelimit.core import is_ratelimited
+
+from . import scopes as scope_catalogue
+from .app_settings import oauth_settings
+from .consent import consent_complete, consent_start, new_session_binding
+from .exceptions import ConsentRateLimited, ConsentStorageFailed, NotConfigured, OAuthError
+from .selectors import oauth_client_get_or_none
+from .status import status_payload
+
+logger = logging.getLogger("oauth.views")
+
+#: Session key of the random value consent states are bound to.
+SESSION_BINDING_KEY = "oauth_consent_binding"
+_RATE_RE = re.compile(r"^\d+/\d*[smhd]?$")
+_DEFAULT_RATE = "30/m"
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    user = request.user
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """JSON for ``?format=json``, ``Accept: application/json`` and non-browsers; HTML for browsers."""
+    if request.GET.get("format", "").lower() == "json":
+        return True
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept:
+        return True
+    return "text/html" not in accept
+
+
+def _status_for(exc: OAuthError) -> int:
+    if isinstance(exc, NotConfigured):
+        return 503
+    if isinstance(exc, ConsentRateLimited):
+        return 429
+    if isinstance(exc, ConsentStorageFailed):
+        return 503
+    return 400
+
+
+def error_response(request: HttpRequest, exc: OAuthError) -> HttpResponse:
+    """The response for a domain error: its code and what to do, never a secret or raw body."""
+    status = _status_for(exc)
+    if wants_json(request):
+        return JsonResponse({"error": exc.error, "description": exc.description}, status=status)
+    error = {"code": exc.error, "description": exc.description}
+    if _is_staff(request):
+        return render(request, "oauth/dashboard.html", _dashboard_context(error=error), status=status)
+    return render(request, "oauth/error.html", {"error": error}, status=status)
+
+
+def _rate_limited(request: HttpRequest, *, group: str) -> bool:
+    rate = oauth_settings.rate_limit
+    if rate is None:
+        return False
+    if not _RATE_RE.match(rate):
+        logger.error("OAUTH_RATE_LIMIT=%r is not a rate like '30/m'; using %s", rate, _DEFAULT_RATE)
+        rate = _DEFAULT_RATE
+    return is_ratelimited(request, group=group, key="user_or_ip", rate=rate, increment=True)
+
+
+def _session_binding(request: HttpRequest, *, create: bool) -> str | None:
+    value = request.session.get(SESSION_BINDING_KEY)
+    if value is None and create:
+        value = new_session_binding()
+        request.session[SESSION_BINDING_KEY] = value
+    return value
+
+
+# --- status API -------------------------------------------------------------------------------
+@require_GET
+@never_cache
+def oauth_status(request: HttpRequest) -> JsonResponse:
+    """``GET /api/oauth/status``: stored state only; private fields for staff."""
+    return JsonResponse(status_payload(include_private=_is_staff(request)))
+
+
+# --- consent ---------------------------------------------------------------------------------
+@require_GET
+@never_cache
+def google_start(request: HttpRequest) -> HttpResponse:
+    """``GET /api/oauth/google/start``: 302 to Google, or ``?redirect=false`` for the URL as JSON."""
+    as_json = request.GET.get("redirect", "").lower() in ("false", "0", "no")
+    if not _is_staff(request):
+        if as_json or "application/json" in request.headers.get("Accept", ""):
+            if request.user.is_authenticated:
+                return JsonResponse(
+                    {
+                        "error": "forbidden",
+                        "description": "Only staff users can connect Google accounts.",
+                    },
+                    status=403,
+                )
+            return JsonResponse(
+                {
+                    "error": "authentication_required",
+                    "description": "Log in as a staff user at /admin/login/ and try again.",
+                },
+                status=401,
+            )
+        return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+    if _rate_limited(request, group="oauth.consent.start"):
+        return error_response(request, ConsentRateLimited())
+    try:
+        url = consent_start(
+            user=request.user,
+            session_binding=_session_binding(request, create=True),
+            default_redirect_uri=request.build_absolute_uri(reverse("oauth:google-callback")),
+        )
+    except OAuthError as exc:
+        return error_response(request, exc)
+    if as_json:
+        return JsonResponse({"authorization_url": url})
+    return redirect(url)
+
+
+@require_GET
+@never_cache
+def google_callback(request: HttpRequest) -> HttpResponse:
+    """``GET /api/oauth/google/callback``: store the grant and 302 to the dashboard, or 400."""
+    if _rate_limited(request, group="oauth.consent.callback"):
+        return error_response(request, ConsentRateLimited())
+    try:
+        result = consent_complete(
+            user=request.user if request.user.is_authenticated else None,
+            session_binding=_session_binding(request, create=False),
+            state=request.GET.get("state"),
+            code=request.GET.get("code"),
+            error=request.GET.get("error"),
+        )
+    except OAuthError as exc:
+        return error_response(request, exc)
+    credential = result.credential
+    verb = "Connected" if result.created else "Reconnected"
+    if result.missing_scopes:
+        names = ", ".join(scope_catalogue.short_name(uri) for uri in result.missing_scopes)
+        messages.warning(
+            request,
+            f"{verb} {credential.email}, but it lacks {names}: reconnect and leave every "
+            "permission ticked.",
+        )
+    else:
+        messages.success(request, f"{verb} {credential.email}: every required permission is granted.")
+    return redirect("oauth:dashboard")
+
+
+# --- dashboard --------------------------------------------------------------------------------
+def _dashboard_context(*, error: dict | None = None) -> dict:
+    payload = status_payload(include_private=True)
+    return {
+        "status": payload,
+        "accounts": payload["accounts"],
+        "client": oauth_client_get_or_none(),
+        "error": error,
+        "required_scopes": scope_catalogue.normalize_scopes(oauth_settings.OAUTH_REQUIRED_SCOPES),
+    }
+
+
+@staff_member_required
+@never_cache
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """``/``: every account, its state, scopes and remediation, and the connect button."""
+    return render(request, "oauth/dashboard.html", _dashboard_context())
