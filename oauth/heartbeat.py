@@ -1,0 +1,250 @@
+"""The heartbeat: keep every refresh token alive and prove its scopes still work.
+
+Google revokes a refresh token unused for six months (7 days while the consent screen is in
+"Testing"). Serving a cached access token does not use the refresh token, so a heartbeat always
+makes a real refresh grant (:func:`oauth.tokens.credential_refresh`), then touches one cheap API
+per granted product (:mod:`connectors.probes`); a 403 there marks the grant ``missing_scope``.
+
+Two ways to run a sweep, one selection and one per-credential step:
+
+* Celery beat -> ``oauth.tasks.heartbeat_sweep`` -> one ``oauth.tasks.credential_heartbeat`` per
+  due credential (the workers' concurrency bounds the sweep);
+* ``manage.py oauth_heartbeat`` -> :func:`heartbeat_sweep_run`, in-process with a bounded pool of
+  threads, each with its own database connection (closed when the thread is done).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections import Counter
+
+import structlog
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import metrics
+from .app_settings import oauth_settings
+from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired, TransientGoogleError
+from .models import AuditAction, CredentialState, GoogleCredential, HeartbeatRun
+from .services import audit_record
+from .tokens import credential_refresh
+
+logger = structlog.get_logger("oauth.heartbeat")
+
+#: Outcome of a credential whose refresh failed transiently but is not yet 'refresh_failing'.
+RETRYING = "retrying"
+
+
+def _now() -> dt.datetime:
+    return timezone.now()
+
+
+# --- selection ------------------------------------------------------------------------------------
+def credentials_due_for_heartbeat(*, now: dt.datetime) -> list[int]:
+    """Ids of live credentials neither refreshed nor used within OAUTH_HEARTBEAT_WINDOW.
+
+    Same rule as :meth:`GoogleCredential.is_due_for_heartbeat`, as one query.
+    """
+    cutoff = now - dt.timedelta(seconds=float(oauth_settings.OAUTH_HEARTBEAT_WINDOW))
+    return list(
+        GoogleCredential.objects.exclude(
+            state__in=[CredentialState.EXPIRED, CredentialState.MISCONFIGURED]
+        )
+        .filter(revoked_at__isnull=True)
+        .filter(Q(last_refreshed_at__isnull=True) | Q(last_refreshed_at__lte=cutoff))
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=cutoff))
+        .order_by("last_refreshed_at", "pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def heartbeat_selection(
+    *, now: dt.datetime, all_credentials: bool = False, account: str | None = None
+) -> list[int]:
+    """The due credentials; ``all_credentials``: every one; ``account``: that one (or raise)."""
+    if account:
+        from .selectors import credential_get
+
+        return [credential_get(account=account).pk]
+    if all_credentials:
+        return list(GoogleCredential.objects.order_by("pk").values_list("pk", flat=True))
+    return credentials_due_for_heartbeat(now=now)
+
+
+# --- one credential --------------------------------------------------------------------------------
+def credential_heartbeat(
+    *, credential_id: int, actor: str, not_before: dt.datetime | None = None
+) -> str:
+    """Refresh one credential for real, probe its APIs, record it; returns the outcome (a state).
+
+    ``not_before``: skip the refresh when the credential was already refreshed after that moment
+    (a redelivered task of the same sweep, or a connector that refreshed it meanwhile): the
+    refresh token was used, which is all a heartbeat is for.
+
+    Raises :class:`TransientGoogleError` when Google failed transiently (after the in-call
+    retries), so a Celery task can retry later; the credential's bookkeeping is already stored.
+    """
+    credential = (
+        GoogleCredential.objects.prefetch_related("granted_scopes").filter(pk=credential_id).first()
+    )
+    if credential is None:
+        return "deleted"
+    if not_before is not None and credential.last_refreshed_at and credential.last_refreshed_at >= not_before:
+        return credential.effective_state()
+    try:
+        token = credential_refresh(credential=credential, actor=actor)
+    except ReconsentRequired:
+        return CredentialState.EXPIRED
+    except ClientMisconfigured:
+        return CredentialState.MISCONFIGURED
+    except CredentialError:
+        return "no_refresh_token"
+    return credential_probe_record(credential=credential, access_token=token.value, actor=actor)
+
+
+def credential_probe_record(*, credential: GoogleCredential, access_token: str, actor: str) -> str:
+    """Probe the granted APIs and store what was learned; returns the credential's state."""
+    from connectors.probes import MISSING_SCOPE, OK, credential_probe
+
+    results = credential_probe(credential=credential, access_token=access_token)
+    now = _now()
+    with transaction.atomic():
+        row = GoogleCredential.objects.select_for_update(of=("self",)).get(pk=credential.pk)
+        fields = ["last_probed_at", "updated_at"]
+        row.last_probed_at = now
+        if MISSING_SCOPE in results.values() and row.state == CredentialState.CONNECTED:
+            row.state = CredentialState.MISSING_SCOPE
+            row.last_error_at = now
+            row.last_error_code = "insufficient_scope"
+            missing = ", ".join(api for api, outcome in results.items() if outcome == MISSING_SCOPE)
+            row.last_error_detail = (
+                f"Google refused the {missing} API with 403 (insufficient scope or API disabled). "
+                "Reconnect the account from the dashboard (/) and grant every requested scope."
+            )
+            fields += ["state", "last_error_at", "last_error_code", "last_error_detail"]
+        elif (
+            results
+            and all(outcome == OK for outcome in results.values())
+            and row.state == CredentialState.MISSING_SCOPE
+        ):
+            row.state = CredentialState.CONNECTED
+            fields.append("state")
+        row.save(update_fields=fields)
+        audit_record(
+            action=AuditAction.PROBED, actor=actor, credential=row,
+            outcome=MISSING_SCOPE if MISSING_SCOPE in results.values() else (
+                OK if all(o == OK for o in results.values()) else "error"
+            ),
+            detail={"apis": results},
+        )
+    row._prefetched_objects_cache = getattr(credential, "_prefetched_objects_cache", {})
+    return row.effective_state()
+
+
+# --- a sweep ----------------------------------------------------------------------------------------
+def heartbeat_run_start(*, trigger: str, selected: int, now: dt.datetime) -> HeartbeatRun:
+    metrics.HEARTBEAT_RUNS.labels(trigger).inc()
+    metrics.HEARTBEAT_LAST_RUN.set(now.timestamp())
+    return HeartbeatRun.objects.create(trigger=trigger, started_at=now, selected=selected)
+
+
+def heartbeat_run_record_outcome(*, run_id: int, outcome: str) -> None:
+    """Count one credential's outcome in its run (tasks of a fan-out report one by one)."""
+    metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
+    with transaction.atomic():
+        run = HeartbeatRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return
+        outcomes = dict(run.outcomes or {})
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        run.outcomes = outcomes
+        fields = ["outcomes"]
+        if sum(outcomes.values()) >= run.selected:
+            run.finished_at = _now()
+            fields.append("finished_at")
+        run.save(update_fields=fields)
+
+
+def _heartbeat_outcome(*, credential_id: int, actor: str, not_before: dt.datetime) -> str:
+    """One credential of an in-process sweep; never raises (one bad credential never stops it)."""
+    try:
+        outcome = credential_heartbeat(credential_id=credential_id, actor=actor, not_before=not_before)
+    except TransientGoogleError:
+        state = GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
+        outcome = state if state == CredentialState.REFRESH_FAILING else RETRYING
+    except Exception:
+        logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
+        outcome = "error"
+    metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
+    return outcome
+
+
+def _sweep_worker(
+    ids: queue.SimpleQueue, outcomes: Counter, lock: threading.Lock, actor, not_before, close=True
+) -> None:
+    try:
+        while True:
+            try:
+                credential_id = ids.get_nowait()
+            except queue.Empty:
+                return
+            outcome = _heartbeat_outcome(credential_id=credential_id, actor=actor, not_before=not_before)
+            with lock:
+                outcomes[outcome] += 1
+    finally:
+        if close:
+            connection.close()  # this thread's own connection
+
+
+def heartbeat_sweep_run(
+    *,
+    trigger: str,
+    all_credentials: bool = False,
+    account: str | None = None,
+    concurrency: int | None = None,
+) -> HeartbeatRun:
+    """Run a sweep now, in this process, ``concurrency`` credentials at a time; returns the run."""
+    now = _now()
+    selected = heartbeat_selection(now=now, all_credentials=all_credentials, account=account)
+    run = heartbeat_run_start(trigger=trigger, selected=len(selected), now=now)
+    concurrency = max(1, int(concurrency or oauth_settings.OAUTH_HEARTBEAT_CONCURRENCY))
+    ids: queue.SimpleQueue = queue.SimpleQueue()
+    for credential_id in selected:
+        ids.put(credential_id)
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+    actor = f"process:heartbeat:{trigger}"
+    if connection.vendor == "sqlite" or connection.in_atomic_block:
+        # One connection only (SQLite file, or a caller's transaction the threads could not see).
+        _sweep_worker(ids, outcomes, lock, actor, now, close=False)
+    else:
+        threads = [
+            threading.Thread(
+                target=_sweep_worker, args=(ids, outcomes, lock, actor, now),
+                name=f"heartbeat-{i}", daemon=True,
+            )
+            for i in range(min(concurrency, max(1, len(selected))))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    run.outcomes = dict(outcomes)
+    run.finished_at = _now()
+    run.save(update_fields=["outcomes", "finished_at"])
+    logger.info(
+        "Heartbeat sweep finished",
+        trigger=trigger, selected=len(selected), outcomes=run.outcomes,
+        duration_s=round((run.finished_at - run.started_at).total_seconds(), 2),
+    )
+    return run
+
+
+__all__ = [
+    "credential_heartbeat",
+    "credentials_due_for_heartbeat",
+    "heartbeat_run_record_outcome",
+    "heartbeat_sweep_run",
+]
