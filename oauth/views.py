@@ -60,10 +60,10 @@ def _status_for(exc: OAuthError) -> int:
     return 400
 
 
-def error_response(request: HttpRequest, exc: OAuthError) -> HttpResponse:
+def error_response(request: HttpRequest, exc: OAuthError, *, as_json: bool = False) -> HttpResponse:
     """The response for a domain error: its code and what to do, never a secret or raw body."""
     status = _status_for(exc)
-    if wants_json(request):
+    if as_json or wants_json(request):
         return JsonResponse({"error": exc.error, "description": exc.description}, status=status)
     error = {"code": exc.error, "description": exc.description}
     if _is_staff(request):
@@ -122,7 +122,7 @@ def google_start(request: HttpRequest) -> HttpResponse:
             )
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if _rate_limited(request, group="oauth.consent.start"):
-        return error_response(request, ConsentRateLimited())
+        return error_response(request, ConsentRateLimited(), as_json=as_json)
     try:
         url = consent_start(
             user=request.user,
@@ -130,7 +130,7 @@ def google_start(request: HttpRequest) -> HttpResponse:
             default_redirect_uri=request.build_absolute_uri(reverse("oauth:google-callback")),
         )
     except OAuthError as exc:
-        return error_response(request, exc)
+        return error_response(request, exc, as_json=as_json)
     if as_json:
         return JsonResponse({"authorization_url": url})
     return redirect(url)
