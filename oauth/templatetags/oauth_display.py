@@ -43,6 +43,8 @@ def when(value: str | None) -> str:
     except (TypeError, ValueError):
         return str(value)
     now = timezone.now()
+    if abs((now - moment).total_seconds()) < 60:
+        return f"{moment.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (just now)"
     relative = (
         f"{timesince(moment, now)} ago" if moment <= now else f"in {timeuntil(moment, now)}"
     )
