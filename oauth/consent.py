@@ -18,7 +18,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
@@ -45,6 +44,7 @@ from .models import (
 )
 from .selectors import oauth_client_get
 from .services import actor_for_user, audit_record, credential_set_scopes
+from .tokens import access_token_cache_invalidate
 
 logger = logging.getLogger("oauth.consent")
 
@@ -152,18 +152,8 @@ def _credential_key_for(*, email: str) -> str:
 
 
 def _invalidate_cached_token(credential: GoogleCredential) -> None:
-    """Drop any cached access token of ``credential`` so the re-consented one is served next.
-
-    The token service (``oauth/tokens.py``) caches access tokens under this key.
-    """
-    try:
-        from . import tokens
-    except ImportError:
-        tokens = None
-    invalidate = getattr(tokens, "access_token_cache_invalidate", None)
-    if callable(invalidate):
-        invalidate(credential=credential)
-    cache.delete(f"oauth:access-token:{credential.pk}")
+    """Drop any cached access token of ``credential`` so the re-consented one is served next."""
+    access_token_cache_invalidate(credential=credential)
 
 
 def _store_grant(

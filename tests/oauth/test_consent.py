@@ -6,7 +6,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from django.core.cache import cache
 from django.db import DatabaseError, connection
 
 from conftest import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
@@ -20,6 +19,7 @@ from oauth.exceptions import (
     NotConfigured,
 )
 from oauth.models import AuditAction, AuditEvent, GoogleCredential, OAuthState
+from oauth.tokens import access_token_get
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 USERINFO_URI = "https://openidconnect.googleapis.com/v1/userinfo"
@@ -125,9 +125,12 @@ def test_a_second_account_gets_its_own_row_and_the_primary_stays(staff_user, goo
 def test_reconsent_updates_the_row_in_place_and_replaces_stored_and_cached_access_token(
     staff_user, google, credential_factory, django_capture_on_commit_callbacks
 ):
-    old = credential_factory(email="alice@example.com", state="expired", consecutive_failures=4,
-                             last_error_code="invalid_grant", last_error_detail="dead")
-    cache.set(f"oauth:access-token:{old.pk}", "ya29.stale-cached-token")
+    old = credential_factory(email="alice@example.com")
+    # A connector got (and the token service cached) the old access token.
+    assert access_token_get(account="alice@example.com").value == ACCESS_TOKEN
+    GoogleCredential.objects.filter(pk=old.pk).update(
+        state="expired", consecutive_failures=4, last_error_code="invalid_grant", last_error_detail="dead"
+    )
     google.answer(access=NEW_ACCESS, refresh=NEW_REFRESH)
     with django_capture_on_commit_callbacks(execute=True):
         result = _complete(staff_user, _start(staff_user))
@@ -136,7 +139,9 @@ def test_reconsent_updates_the_row_in_place_and_replaces_stored_and_cached_acces
     assert stored.access_token.reveal() == NEW_ACCESS and stored.refresh_token.reveal() == NEW_REFRESH
     assert stored.state == "connected" and stored.consecutive_failures == 0
     assert stored.last_error_code == "" and stored.last_error_detail == ""
-    assert cache.get(f"oauth:access-token:{old.pk}") is None
+    # The next caller gets the new token, from the primary alias and the account alike.
+    assert access_token_get(account="alice@example.com").value == NEW_ACCESS
+    assert access_token_get().value == NEW_ACCESS
     assert AuditEvent.objects.filter(action=AuditAction.RECONSENTED, credential=stored).exists()
 
 
