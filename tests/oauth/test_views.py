@@ -1,6 +1,8 @@
 """oauth/views.py: status API, consent start/callback (test client + the fake Google), dashboard."""
 from __future__ import annotations
 
+import io
+import logging
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -267,3 +269,32 @@ def test_dashboard_lists_accounts_with_state_scopes_refresh_and_remediation(staf
     assert "Last refresh" in page and "Reconnect the account" in page
     for secret in (REFRESH_TOKEN, ACCESS_TOKEN, CLIENT_SECRET):
         assert secret not in page
+
+
+@pytest.fixture
+def written_logs():
+    """What the project's log handler writes (its real formatter, redaction included)."""
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+def test_the_whole_flow_writes_no_secret_to_the_logs(staff_client, fake_google, written_logs):
+    callback = _go_to_google(staff_client)
+    query = parse_qs(urlsplit(callback).query)
+    code, state = query["code"][0], query["state"][0]
+    assert _callback(staff_client, callback).status_code == 302
+    assert _callback(staff_client, callback).status_code == 400  # a replay is logged too
+    credential = GoogleCredential.objects.get()
+    verifier = OAuthState.objects.get().code_verifier.reveal()
+    logs = written_logs.getvalue()
+    assert "/api/oauth/google/callback" in logs  # the requests were logged...
+    for secret in (code, state, verifier, credential.refresh_token.reveal(),
+                   credential.access_token.reveal(), CLIENT_SECRET):
+        assert secret not in logs  # ...without their secrets
