@@ -11,9 +11,15 @@ import requests
 
 from oauth import metrics
 from oauth.app_settings import oauth_settings
+from oauth.google.http import EnvCachingSession
 from oauth.models import GoogleCredential
 
-from .google_api import session
+#: The probes' own connection pool (a sweep probes many accounts at once).
+session = EnvCachingSession()
+_adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=128)
+session.mount("https://", _adapter)
+session.mount("http://", _adapter)
+session.headers["User-Agent"] = "butlers-probes/1"
 
 CALENDAR_SCOPES = frozenset(
     {
@@ -53,12 +59,21 @@ def _outcome(status: int) -> str:
     return ERROR
 
 
+def _granted(credential: GoogleCredential) -> set[str]:
+    # The scope list kept in the credential's metadata spares a query per probe; the M2M is the
+    # fallback for a row written without it.
+    recorded = (credential.credentials or {}).get("scopes")
+    if isinstance(recorded, list):
+        return set(recorded)
+    return set(credential.granted_scope_uris())
+
+
 def credential_probe(*, credential: GoogleCredential, access_token: str) -> dict[str, str]:
     """Touch each granted API once; returns ``{"calendar": "ok", "gmail": "missing_scope"}``.
 
     An API whose scope was never granted is not called (and not in the result).
     """
-    granted = set(credential.granted_scope_uris())
+    granted = _granted(credential)
     base = oauth_settings.GOOGLE_API_BASE_URL
     results: dict[str, str] = {}
     for api, (scopes, path, params) in PROBES.items():

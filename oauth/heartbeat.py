@@ -29,7 +29,7 @@ from .app_settings import oauth_settings
 from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired, TransientGoogleError
 from .models import AuditAction, CredentialState, GoogleCredential, HeartbeatRun
 from .services import audit_record
-from .tokens import credential_refresh
+from .tokens import credential_refresh_row
 
 logger = structlog.get_logger("oauth.heartbeat")
 
@@ -86,15 +86,13 @@ def credential_heartbeat(
     Raises :class:`TransientGoogleError` when Google failed transiently (after the in-call
     retries), so a Celery task can retry later; the credential's bookkeeping is already stored.
     """
-    credential = (
-        GoogleCredential.objects.prefetch_related("granted_scopes").filter(pk=credential_id).first()
-    )
+    credential = GoogleCredential.objects.filter(pk=credential_id).first()
     if credential is None:
         return "deleted"
     if not_before is not None and credential.last_refreshed_at and credential.last_refreshed_at >= not_before:
         return credential.effective_state()
     try:
-        token = credential_refresh(credential=credential, actor=actor)
+        credential, token = credential_refresh_row(credential=credential, actor=actor)
     except ReconsentRequired:
         return CredentialState.EXPIRED
     except ClientMisconfigured:
@@ -110,37 +108,46 @@ def credential_probe_record(*, credential: GoogleCredential, access_token: str, 
 
     results = credential_probe(credential=credential, access_token=access_token)
     now = _now()
-    with transaction.atomic():
-        row = GoogleCredential.objects.select_for_update(of=("self",)).get(pk=credential.pk)
-        fields = ["last_probed_at", "updated_at"]
+    all_ok = bool(results) and all(outcome == OK for outcome in results.values())
+    outcome = MISSING_SCOPE if MISSING_SCOPE in results.values() else ("ok" if all_ok else "error")
+    row = credential
+    if outcome == "ok" and credential.state != CredentialState.MISSING_SCOPE or outcome == "error":
+        # Nothing to decide about the state: one UPDATE, no lock.
+        GoogleCredential.objects.filter(pk=credential.pk).update(last_probed_at=now)
         row.last_probed_at = now
-        if MISSING_SCOPE in results.values() and row.state == CredentialState.CONNECTED:
-            row.state = CredentialState.MISSING_SCOPE
-            row.last_error_at = now
-            row.last_error_code = "insufficient_scope"
-            missing = ", ".join(api for api, outcome in results.items() if outcome == MISSING_SCOPE)
-            row.last_error_detail = (
-                f"Google refused the {missing} API with 403 (insufficient scope or API disabled). "
-                "Reconnect the account from the dashboard (/) and grant every requested scope."
-            )
-            fields += ["state", "last_error_at", "last_error_code", "last_error_detail"]
-        elif (
-            results
-            and all(outcome == OK for outcome in results.values())
-            and row.state == CredentialState.MISSING_SCOPE
-        ):
-            row.state = CredentialState.CONNECTED
-            fields.append("state")
-        row.save(update_fields=fields)
-        audit_record(
-            action=AuditAction.PROBED, actor=actor, credential=row,
-            outcome=MISSING_SCOPE if MISSING_SCOPE in results.values() else (
-                OK if all(o == OK for o in results.values()) else "error"
-            ),
-            detail={"apis": results},
-        )
-    row._prefetched_objects_cache = getattr(credential, "_prefetched_objects_cache", {})
-    return row.effective_state()
+    else:
+        with transaction.atomic():
+            row = GoogleCredential.objects.select_for_update(of=("self",)).get(pk=credential.pk)
+            fields = ["last_probed_at", "updated_at"]
+            row.last_probed_at = now
+            if outcome == MISSING_SCOPE and row.state == CredentialState.CONNECTED:
+                row.state = CredentialState.MISSING_SCOPE
+                row.last_error_at = now
+                row.last_error_code = "insufficient_scope"
+                missing = ", ".join(api for api, o in results.items() if o == MISSING_SCOPE)
+                row.last_error_detail = (
+                    f"Google refused the {missing} API with 403 (insufficient scope or API "
+                    "disabled). Reconnect the account from the dashboard (/) and grant every "
+                    "requested scope."
+                )
+                fields += ["state", "last_error_at", "last_error_code", "last_error_detail"]
+            elif all_ok and row.state == CredentialState.MISSING_SCOPE:
+                row.state = CredentialState.CONNECTED
+                fields.append("state")
+            row.save(update_fields=fields)
+    audit_record(
+        action=AuditAction.PROBED, actor=actor, credential=row, outcome=outcome,
+        detail={"apis": results},
+    )
+    if row.state != CredentialState.CONNECTED:
+        return row.state
+    granted = (row.credentials or {}).get("scopes")
+    if granted is None:
+        return row.effective_state()
+    from .scopes import missing_scopes
+
+    missing = missing_scopes(granted=granted, required=oauth_settings.OAUTH_REQUIRED_SCOPES)
+    return CredentialState.MISSING_SCOPE if missing else CredentialState.CONNECTED
 
 
 # --- a sweep ----------------------------------------------------------------------------------------
@@ -153,6 +160,24 @@ def heartbeat_run_start(*, trigger: str, selected: int, now: dt.datetime) -> Hea
 def heartbeat_run_record_outcome(*, run_id: int, outcome: str) -> None:
     """Count one credential's outcome in its run (tasks of a fan-out report one by one)."""
     metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
+    if connection.vendor == "postgresql":
+        # One statement: tasks of a fan-out finish concurrently, the row lock lasts one UPDATE.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {HeartbeatRun._meta.db_table}
+                SET outcomes = jsonb_set(
+                        outcomes, ARRAY[%s],
+                        to_jsonb(COALESCE((outcomes ->> %s)::int, 0) + 1)),
+                    finished_at = CASE
+                        WHEN finished_at IS NULL AND (
+                            SELECT COALESCE(SUM(value::int), 0) FROM jsonb_each_text(outcomes)
+                        ) + 1 >= selected THEN %s ELSE finished_at END
+                WHERE id = %s
+                """,
+                [outcome, outcome, _now(), run_id],
+            )
+        return
     with transaction.atomic():
         run = HeartbeatRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
@@ -161,7 +186,7 @@ def heartbeat_run_record_outcome(*, run_id: int, outcome: str) -> None:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         run.outcomes = outcomes
         fields = ["outcomes"]
-        if sum(outcomes.values()) >= run.selected:
+        if sum(outcomes.values()) >= run.selected and run.finished_at is None:
             run.finished_at = _now()
             fields.append("finished_at")
         run.save(update_fields=fields)

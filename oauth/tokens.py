@@ -35,6 +35,7 @@ from .app_settings import oauth_settings
 from .encryption import decrypt, encrypt
 from .exceptions import (
     ClientMisconfigured,
+    CredentialError,
     OAuthError,
     ReconsentRequired,
     TokenError,
@@ -43,7 +44,7 @@ from .exceptions import (
 from .google.refresh import RefreshResult, refresh_access_token
 from .models import AuditAction, CredentialState, GoogleCredential
 from .scopes import normalize_scopes
-from .selectors import ResolvedCredential, _resolved_from_row, credential_resolve
+from .selectors import ResolvedCredential, credential_resolve, oauth_client_get_or_none
 from .services import audit_record, credential_set_scopes
 
 logger = structlog.get_logger("oauth.tokens")
@@ -240,9 +241,17 @@ def credential_refresh(*, credential: GoogleCredential, actor: str) -> AccessTok
     Same lock and bookkeeping as :func:`access_token_get`. If another process refreshed this
     credential while we waited for its lock, that refresh (which used the refresh token) counts.
     """
+    return credential_refresh_row(credential=credential, actor=actor)[1]
+
+
+def credential_refresh_row(
+    *, credential: GoogleCredential, actor: str
+) -> tuple[GoogleCredential, AccessToken]:
+    """:func:`credential_refresh`, also returning the row as stored after the refresh."""
     _raise_if_dead(credential)
     row = _refresh_stored(credential_id=credential.pk, actor=actor, requested_at=_now(), force=True)
-    return _cache_stored(row, requested=None if row.is_primary else row.credential_key, now=_now())
+    token = _cache_stored(row, requested=None if row.is_primary else row.credential_key, now=_now())
+    return row, token
 
 
 # --- stored credentials ---------------------------------------------------------------------------------
@@ -319,13 +328,13 @@ def _refresh_attempt(
             metrics.ACCESS_TOKENS_SERVED.labels("database").inc()
             return row, None
 
-        resolved = _resolved_from_row(row)
+        client_id, client_secret = _client_for(row)
         started = time.perf_counter()
         try:
             result = refresh_access_token(
-                refresh_token=resolved.refresh_token.reveal(),
-                client_id=resolved.client_id,
-                client_secret=resolved.client_secret.reveal() if resolved.client_secret else None,
+                refresh_token=row.refresh_token.reveal(),
+                client_id=client_id,
+                client_secret=client_secret.reveal() if client_secret else None,
             )
         except ReconsentRequired as exc:
             error = _record_failure(row, exc, actor=actor, started=started, state=CredentialState.EXPIRED)
@@ -339,6 +348,22 @@ def _refresh_attempt(
             _record_success(row, result, actor=actor, started=started, now=_now())
             return row, None
     return row, error
+
+
+def _client_for(row: GoogleCredential):
+    """The client id and secret this grant was issued to (as credential resolution decides)."""
+    if row.refresh_token is None:
+        raise CredentialError(
+            f"The stored credential {row} has no refresh token. Reconnect it from the dashboard (/)."
+        )
+    client_id, client_secret = row.client_id, row.client_secret
+    if not client_id or client_secret is None:
+        client = oauth_client_get_or_none()
+        if client is not None:
+            client_id = client_id or client.client_id
+            if client_secret is None and client.client_id == client_id:
+                client_secret = client.client_secret
+    return client_id, client_secret
 
 
 def _duration_ms(started: float) -> float:

@@ -8,7 +8,34 @@ from requests.adapters import HTTPAdapter
 
 from ..app_settings import oauth_settings
 
-session = requests.Session()
+class EnvCachingSession(requests.Session):
+    """A Session that reads the proxy/CA environment once per scheme and host, not on every call.
+
+    ``requests`` re-scans ``os.environ`` for proxy and CA-bundle variables on each request
+    (``merge_environment_settings``); with a large environment that is most of a request's CPU,
+    which dominates a heartbeat sweep of thousands of refreshes. The environment of a running
+    process does not change, so the answer is remembered per (scheme, host).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_settings: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if proxies or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        settings = self._env_settings.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._env_settings[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
+session = EnvCachingSession()
 # Enough pooled connections for a heartbeat sweep's fan-out without reconnecting per refresh.
 _adapter = HTTPAdapter(pool_connections=8, pool_maxsize=128)
 session.mount("https://", _adapter)

@@ -1,0 +1,401 @@
+"""``make bench``: the heartbeat sweep and the token service under load, against the fake Google.
+
+What it does, on a database of its own (``bench_butlers``, dropped and re-created each run):
+
+1. stores BENCH_CREDENTIALS (2,000) credentials, each with a live grant at a fake Google that runs
+   in its own process and answers the token endpoint after BENCH_LATENCY (100 ms);
+2. runs ``manage.py oauth_heartbeat --all`` as a child process (the in-process sweep);
+3. runs the Celery fan-out: a worker started with the pool and concurrency ``scripts/run.sh``
+   uses, and one ``oauth.tasks.heartbeat_sweep``;
+4. times 2,000 warm ``access_token_get`` calls;
+5. runs the concurrent-access check: 8 processes ask at once for a stale token.
+
+For each sweep it prints wall time, the ratio to the serial ideal (credentials x latency), the
+peak number of refreshes in flight at Google, peak memory (RSS) and CPU seconds, so you can see
+whether latency or CPU bounds the sweep.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing import Pipe, Process
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+N = int(os.environ.get("BENCH_CREDENTIALS", "2000"))
+LATENCY = float(os.environ.get("BENCH_LATENCY", "0.1"))
+DB_NAME = os.environ.get("BENCH_DATABASE", "bench_butlers")
+PG_BASE = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
+CLIENT_SECRET = "GOCSPX-bench-client-secret"
+WARM_CALLS = 2000
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# --- the fake Google, in its own process (its CPU must not share the sweep's GIL) ------------------
+def _fake_main(conn, n: int, latency: float) -> None:
+    from tests.fake_google import FakeGoogle, server
+
+    # Answer with Nagle off: otherwise the fake's separate header and body writes meet the
+    # client's delayed ACK and every call costs ~40 ms more than the latency we inject.
+    server._Handler.disable_nagle_algorithm = True
+    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
+    tokens = [fake.issue_grant(f"user{i:05d}@example.com") for i in range(n)]
+    conn.send({"settings": fake.settings(), "tokens": tokens})
+    while True:
+        command = conn.recv()
+        if command == "stop":
+            fake.stop()
+            conn.send("stopped")
+            return
+        if command == "reset":
+            with fake._lock:
+                fake.stats.update(refreshes=0, token_requests=0, max_in_flight_refreshes=0, api_calls=[])
+                fake.stats["refreshes_by_email"] = {}
+            fake.token_latency = latency
+            conn.send("ok")
+        elif command == "stats":
+            stats = dict(fake.stats)
+            stats["api_calls"] = len(stats["api_calls"])
+            stats.pop("refreshes_by_email", None)
+            stats["cpu_s"] = sum(os.times()[:2])
+            conn.send(stats)
+
+
+class FakeGoogleProcess:
+    def __init__(self, n: int, latency: float) -> None:
+        self.conn, child = Pipe()
+        self.process = Process(target=_fake_main, args=(child, n, latency), daemon=True)
+        self.process.start()
+        ready = self.conn.recv()
+        self.settings, self.tokens = ready["settings"], ready["tokens"]
+
+    def ask(self, command: str):
+        self.conn.send(command)
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        try:
+            self.ask("stop")
+        finally:
+            self.process.join(5)
+
+
+# --- measuring a process ------------------------------------------------------------------------------
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _child_env(fake: FakeGoogleProcess, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "TEST_DATABASE_URL": f"{PG_BASE}/{DB_NAME}",
+            "TEST_REDIS_URL": REDIS_URL,
+            "GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID,
+            "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+            "PYTHONPATH": str(ROOT),
+            "BUTLERS_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(fake.settings)
+    env.update(extra or {})
+    return env
+
+
+def _run_sh_worker_settings() -> tuple[str, str]:
+    text = (ROOT / "scripts" / "run.sh").read_text()
+    pool = re.search(r'WORKER_POOL="\$\{CELERY_WORKER_POOL:-([^}]+)\}"', text)
+    concurrency = re.search(r'WORKER_CONCURRENCY="\$\{CELERY_WORKER_CONCURRENCY:-([^}]+)\}"', text)
+    return (
+        os.environ.get("CELERY_WORKER_POOL", pool.group(1) if pool else "threads"),
+        os.environ.get("CELERY_WORKER_CONCURRENCY", concurrency.group(1) if concurrency else "32"),
+    )
+
+
+# --- set-up ---------------------------------------------------------------------------------------------
+def _recreate_database() -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [DB_NAME]
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def _setup_django(fake: FakeGoogleProcess) -> None:
+    os.environ.update(_child_env(fake))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _store_credentials(tokens: list[str]) -> None:
+    from django.utils import timezone
+
+    from oauth.models import PRIMARY_CREDENTIAL_KEY, GoogleCredential, Scope
+    from oauth.scopes import normalize_scopes
+
+    now = timezone.now()
+    scopes = normalize_scopes(["openid", "email", "gmail.modify", "calendar"])
+    rows = []
+    for i, token in enumerate(tokens):
+        email = f"user{i:05d}@example.com"
+        rows.append(
+            GoogleCredential(
+                credential_key=PRIMARY_CREDENTIAL_KEY if i == 0 else f"google:{email}",
+                email=email,
+                credentials={"client_id": CLIENT_ID, "email": email, "scopes": scopes},
+                refresh_token=token,
+                state="connected",
+                consented_at=now,
+                refresh_token_issued_at=now,
+            )
+        )
+    GoogleCredential.objects.bulk_create(rows, batch_size=500)
+    scope_rows = {s.uri: s for s in Scope.objects.filter(uri__in=scopes)}
+    for uri in scopes:
+        if uri not in scope_rows:
+            scope_rows[uri] = Scope.objects.create(uri=uri, short_name=uri.rsplit("/", 1)[-1][:100])
+    through = GoogleCredential.granted_scopes.through
+    links = [
+        through(googlecredential_id=pk, scope_id=scope.pk)
+        for pk in GoogleCredential.objects.values_list("pk", flat=True)
+        for scope in scope_rows.values()
+    ]
+    through.objects.bulk_create(links, batch_size=2000)
+
+
+def _make_all_due() -> None:
+    from oauth.models import GoogleCredential, HeartbeatRun
+
+    GoogleCredential.objects.update(
+        last_refreshed_at=None, last_used_at=None, access_token=None, access_token_expires_at=None
+    )
+    HeartbeatRun.objects.all().delete()
+
+
+# --- the measurements -------------------------------------------------------------------------------------
+def _report(title: str, *, wall: float, cpu: float, rss_mb: float, stats: dict, fake_cpu: float, extra: str = ""):
+    serial = N * LATENCY
+    log(f"\n== {title}")
+    log(f"credentials            {N}")
+    log(f"token latency          {LATENCY * 1000:.0f} ms (serial ideal {serial:.0f} s)")
+    log(f"wall time              {wall:.2f} s")
+    log(f"speed-up vs serial     {serial / wall:.1f}x  (target >= 20x)")
+    log(f"refreshes at Google    {stats['refreshes']}  (API probe calls {stats['api_calls']})")
+    log(f"peak in-flight         {stats['max_in_flight_refreshes']} refreshes")
+    log(f"peak memory (RSS)      {rss_mb:.0f} MB  (target < 300 MB)")
+    log(f"CPU                    sweep {cpu:.1f} s = {cpu / wall:.0%} of one core; fake Google {fake_cpu:.1f} s")
+    log(f"latency floor          {serial / max(1, stats['max_in_flight_refreshes']):.1f} s at the observed concurrency")
+    if extra:
+        log(extra)
+
+
+def bench_command_sweep(fake: FakeGoogleProcess) -> None:
+    _make_all_due()
+    fake.ask("reset")
+    fake_cpu0 = fake.ask("stats")["cpu_s"]
+    env = _child_env(fake)
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    out, _ = child.communicate()
+    wall = time.perf_counter() - started
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats = fake.ask("stats")
+    summary = " | ".join(line.strip() for line in out.splitlines())
+    _report(
+        "oauth_heartbeat --all (in-process, threads)", wall=wall, cpu=ru.ru_utime + ru.ru_stime,
+        rss_mb=ru.ru_maxrss / 1024, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
+        extra=f"command output         {summary} (exit {child.returncode})",
+    )
+
+
+def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
+    from oauth.models import HeartbeatRun
+
+    _make_all_due()
+    pool, concurrency = _run_sh_worker_settings()
+    redis_flush()
+    multiproc = tempfile.mkdtemp(prefix="bench-prom-")
+    env = _child_env(fake, {"PROMETHEUS_MULTIPROC_DIR": multiproc})
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "butlers", "worker", "--loglevel=INFO",
+         f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", "bench@%h"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in worker.stderr:
+            if "ready." in line:
+                break
+        else:
+            raise SystemExit("the Celery worker did not start")
+        # keep draining the worker's log so it never blocks on a full pipe
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in worker.stderr], daemon=True).start()
+        fake.ask("reset")
+        fake_cpu0 = fake.ask("stats")["cpu_s"]
+        cpu0 = _proc_cpu(worker.pid)
+        from oauth.tasks import heartbeat_sweep
+
+        started = time.perf_counter()
+        heartbeat_sweep.apply_async(kwargs={"trigger": "bench"})
+        run = None
+        while time.perf_counter() - started < 600:
+            run = HeartbeatRun.objects.filter(trigger="bench").first()
+            if run is not None and run.finished_at is not None:
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        cpu = _proc_cpu(worker.pid) - cpu0
+        rss = _proc_hwm_mb(worker.pid)
+        stats = fake.ask("stats")
+        _report(
+            f"Celery fan-out (worker --pool={pool} --concurrency={concurrency}, as scripts/run.sh)",
+            wall=wall, cpu=cpu, rss_mb=rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
+            extra=f"run outcomes           {run.outcomes if run else 'unfinished'}",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def redis_flush() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def bench_warm_access_token() -> None:
+    from oauth.models import GoogleCredential
+    from oauth.tokens import access_token_get
+
+    GoogleCredential.objects.filter(credential_key="google").update(state="connected")
+    access_token_get()  # warm the cache (refreshes if needed)
+    samples = []
+    for _ in range(WARM_CALLS):
+        t0 = time.perf_counter()
+        access_token_get()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    log("\n== warm access_token_get (Redis cache)")
+    log(f"calls                  {WARM_CALLS}")
+    log(f"median                 {statistics.median(samples):.3f} ms  (target < 1 ms)")
+    log(f"p95                    {samples[int(len(samples) * 0.95)]:.3f} ms")
+
+
+CHILD = """
+import json, os, sys, time
+import django
+django.setup()
+from oauth.tokens import access_token_get
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.002)
+print(json.dumps({"token": access_token_get(actor="process:bench").value}), flush=True)
+"""
+
+
+def bench_concurrent_access(fake: FakeGoogleProcess, *, redis_url: str | None) -> None:
+    from oauth.models import GoogleCredential
+
+    GoogleCredential.objects.filter(credential_key="google").update(
+        access_token=None, access_token_expires_at=None, state="connected"
+    )
+    redis_flush()
+    fake.ask("reset")
+    env = _child_env(fake, {"TEST_REDIS_URL": redis_url} if redis_url else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        go = Path(tmp) / "go"
+        children = [
+            subprocess.Popen([sys.executable, "-c", CHILD, str(go)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for _ in range(8)
+        ]
+        for child in children:
+            child.stdout.readline()
+        go.touch()
+        tokens = {json.loads(child.communicate()[0].strip().splitlines()[-1])["token"] for child in children}
+    stats = fake.ask("stats")
+    label = "PostgreSQL only (Redis unreachable)" if redis_url else "Redis + PostgreSQL"
+    log(f"8 processes, stale token, {label}: {stats['refreshes']} refresh(es) at Google, "
+        f"{len(tokens)} distinct token(s) received")
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    log(f"Butlers OAuth benchmark: {N} credentials, {LATENCY * 1000:.0f} ms token latency, "
+        f"{os.cpu_count()} CPU(s)")
+    _recreate_database()
+    fake = FakeGoogleProcess(N, LATENCY)
+    try:
+        _setup_django(fake)
+        redis_flush()
+        _store_credentials(fake.tokens)
+        bench_command_sweep(fake)
+        bench_celery_sweep(fake)
+        bench_warm_access_token()
+        log("\n== concurrent access (8 processes at once, 100 ms token latency)")
+        bench_concurrent_access(fake, redis_url=None)
+        bench_concurrent_access(fake, redis_url="redis://127.0.0.1:6390/0")
+    finally:
+        fake.stop()
+        from django.db import connections
+
+        connections.close_all()
+        if os.environ.get("BENCH_KEEP_DATABASE") != "1":
+            try:
+                _drop_database()
+            except Exception as exc:  # noqa: BLE001
+                log(f"(could not drop {DB_NAME}: {exc})")
+
+
+def _drop_database() -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [DB_NAME]
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+
+
+if __name__ == "__main__":
+    main()
