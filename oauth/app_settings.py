@@ -59,6 +59,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "A credential not refreshed or used within this many seconds is due for a heartbeat.",
     ),
     "OAUTH_HEARTBEAT_CONCURRENCY": (64, "Refreshes in flight at once in an in-process sweep."),
+    "OAUTH_HEARTBEAT_PROCESSES": (
+        0,
+        "Processes a large in-process sweep is split over (CPU, not Google, bounds it); 0 = one "
+        "per CPU.",
+    ),
     "OAUTH_TESTING_GRANT_DAYS": (
         7,
         "A grant dying about this many days after consent is the 'Testing' publishing-status case.",

@@ -245,11 +245,20 @@ def credential_refresh(*, credential: GoogleCredential, actor: str) -> AccessTok
 
 
 def credential_refresh_row(
-    *, credential: GoogleCredential, actor: str
+    *, credential: GoogleCredential | None = None, credential_id: int | None = None, actor: str,
+    since: dt.datetime | None = None,
 ) -> tuple[GoogleCredential, AccessToken]:
-    """:func:`credential_refresh`, also returning the row as stored after the refresh."""
-    _raise_if_dead(credential)
-    row = _refresh_stored(credential_id=credential.pk, actor=actor, requested_at=_now(), force=True)
+    """:func:`credential_refresh`, also returning the row as stored after the refresh.
+
+    ``since``: a refresh made by anyone after this moment counts (a heartbeat sweep passes its
+    start, so a redelivered task or a connector's refresh meanwhile is not repeated).
+    """
+    if credential is not None:
+        _raise_if_dead(credential)
+        credential_id = credential.pk
+    row = _refresh_stored(
+        credential_id=credential_id, actor=actor, requested_at=since or _now(), force=True
+    )
     token = _cache_stored(row, requested=None if row.is_primary else row.credential_key, now=_now())
     return row, token
 
@@ -350,6 +359,21 @@ def _refresh_attempt(
     return row, error
 
 
+_client_memo: tuple[float, object] | None = None
+#: Seconds a process reuses the OAuth client it read (spares a query per refresh in a sweep).
+CLIENT_MEMO_SECONDS = 5.0
+
+
+def _oauth_client():
+    global _client_memo
+    memo = _client_memo
+    if memo is not None and time.monotonic() - memo[0] < CLIENT_MEMO_SECONDS:
+        return memo[1]
+    client = oauth_client_get_or_none()
+    _client_memo = (time.monotonic(), client)
+    return client
+
+
 def _client_for(row: GoogleCredential):
     """The client id and secret this grant was issued to (as credential resolution decides)."""
     if row.refresh_token is None:
@@ -358,7 +382,7 @@ def _client_for(row: GoogleCredential):
         )
     client_id, client_secret = row.client_id, row.client_secret
     if not client_id or client_secret is None:
-        client = oauth_client_get_or_none()
+        client = _oauth_client()
         if client is not None:
             client_id = client_id or client.client_id
             if client_secret is None and client.client_id == client_id:

@@ -14,6 +14,9 @@ PORT="${BUTLERS_PORT:-8200}"
 WEB_WORKERS="${WEB_WORKERS:-2}"
 WORKER_POOL="${CELERY_WORKER_POOL:-threads}"
 WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-32}"
+# Heartbeat tasks mostly wait on Google (threads overlap that), but each costs some CPU under one
+# GIL: one threaded worker process per CPU (see docs/token-lifecycle.md, "make bench").
+WORKER_PROCESSES="${CELERY_WORKER_PROCESSES:-$(nproc 2>/dev/null || echo 2)}"
 
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR" var
 
@@ -28,8 +31,11 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-$BIN/celery -A butlers worker --loglevel=INFO --pool="$WORKER_POOL" --concurrency="$WORKER_CONCURRENCY" &
-pids+=($!)
+for i in $(seq 1 "$WORKER_PROCESSES"); do
+  $BIN/celery -A butlers worker --loglevel=INFO --pool="$WORKER_POOL" \
+    --concurrency="$WORKER_CONCURRENCY" --hostname="worker$i@%h" &
+  pids+=($!)
+done
 $BIN/celery -A butlers beat --loglevel=INFO &
 pids+=($!)
 GUNICORN_BIND="$HOST:$PORT" WEB_WORKERS="$WEB_WORKERS" \
