@@ -35,10 +35,13 @@ def heartbeat_sweep(trigger: str = "beat") -> int:
     if not due:
         run.finished_at = now
         run.save(update_fields=["finished_at"])
-    for credential_id in due:
-        credential_heartbeat.apply_async(
-            kwargs={"credential_id": credential_id, "run_id": run.pk, "not_before": now.isoformat()}
-        )
+    # One producer (one broker connection) for the whole fan-out instead of one per message.
+    with heartbeat_sweep.app.producer_or_acquire() as producer:
+        for credential_id in due:
+            credential_heartbeat.apply_async(
+                kwargs={"credential_id": credential_id, "run_id": run.pk, "not_before": now.isoformat()},
+                producer=producer,
+            )
     logger.info("Heartbeat sweep queued", trigger=trigger, selected=len(due), run_id=run.pk)
     return run.pk
 

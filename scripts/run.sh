@@ -17,6 +17,9 @@ WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-32}"
 # Heartbeat tasks mostly wait on Google (threads overlap that), but each costs some CPU under one
 # GIL: one threaded worker process per CPU (see docs/token-lifecycle.md, "make bench").
 WORKER_PROCESSES="${CELERY_WORKER_PROCESSES:-$(nproc 2>/dev/null || echo 2)}"
+# Short tasks (a heartbeat is ~100 ms of waiting): reserve a few per thread so the consumer is
+# not a round trip to Redis behind every finished task.
+WORKER_PREFETCH="${CELERY_WORKER_PREFETCH_MULTIPLIER:-4}"
 
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR" var
 
@@ -33,7 +36,8 @@ trap cleanup INT TERM EXIT
 
 for i in $(seq 1 "$WORKER_PROCESSES"); do
   $BIN/celery -A butlers worker --loglevel=INFO --pool="$WORKER_POOL" \
-    --concurrency="$WORKER_CONCURRENCY" --hostname="worker$i@%h" &
+    --concurrency="$WORKER_CONCURRENCY" --prefetch-multiplier="$WORKER_PREFETCH" \
+    --hostname="worker$i@%h" &
   pids+=($!)
 done
 $BIN/celery -A butlers beat --loglevel=INFO &

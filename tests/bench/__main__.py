@@ -161,6 +161,12 @@ def _child_env(fake: FakeGoogleProcess, extra: dict | None = None) -> dict:
     return env
 
 
+def _run_sh_prefetch() -> str:
+    text = (ROOT / "scripts" / "run.sh").read_text()
+    found = re.search(r'WORKER_PREFETCH="\$\{CELERY_WORKER_PREFETCH_MULTIPLIER:-([^}]+)\}"', text)
+    return os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", found.group(1) if found else "1")
+
+
 def _run_sh_worker_settings() -> tuple[str, str, int]:
     text = (ROOT / "scripts" / "run.sh").read_text()
     processes = os.environ.get("CELERY_WORKER_PROCESSES") or (
@@ -291,6 +297,7 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
 
     _make_all_due()
     pool, concurrency, processes = _run_sh_worker_settings()
+    prefetch = _run_sh_prefetch()
     redis_flush()
     multiproc = tempfile.mkdtemp(prefix="bench-prom-")
     env = _child_env(fake, {"PROMETHEUS_MULTIPROC_DIR": multiproc})
@@ -300,7 +307,8 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
     for i in range(processes):
         worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "butlers", "worker", "--loglevel=INFO",
-             f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+             f"--pool={pool}", f"--concurrency={concurrency}", f"--prefetch-multiplier={prefetch}",
+             "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-n", f"bench{i}@%h"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -333,7 +341,8 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
         rss = max(sampler.stop(), sum(_proc_hwm_mb(w.pid) for w in workers))
         stats = fake.ask("stats")
         _report(
-            f"Celery fan-out ({processes} x worker --pool={pool} --concurrency={concurrency}, as "
+            f"Celery fan-out ({processes} x worker --pool={pool} --concurrency={concurrency} "
+            f"--prefetch-multiplier={prefetch}, as "
             "scripts/run.sh)",
             wall=wall, cpu=cpu, rss_mb=rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
             extra=f"run outcomes           {run.outcomes if run else 'unfinished'}",
