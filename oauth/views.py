@@ -13,6 +13,7 @@ import re
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import redirect_to_login
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -66,8 +67,14 @@ def error_response(request: HttpRequest, exc: OAuthError, *, as_json: bool = Fal
     if as_json or wants_json(request):
         return JsonResponse({"error": exc.error, "description": exc.description}, status=status)
     error = {"code": exc.error, "description": exc.description}
-    if _is_staff(request):
-        return render(request, "oauth/dashboard.html", _dashboard_context(error=error), status=status)
+    if _is_staff(request) and not isinstance(exc, ConsentStorageFailed):
+        try:
+            context = _dashboard_context(error=error)
+        except DatabaseError:
+            logger.exception("The dashboard could not be rendered around an error panel")
+        else:
+            return render(request, "oauth/dashboard.html", context, status=status)
+    # A plain page: it needs no database (the database may be what just failed).
     return render(request, "oauth/error.html", {"error": error}, status=status)
 
 
