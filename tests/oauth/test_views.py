@@ -100,6 +100,15 @@ def test_start_without_client_id_is_503_not_configured(staff_client, settings):
     assert "GOOGLE_OAUTH_CLIENT_ID" in response.json()["description"]
 
 
+def test_browser_start_without_client_shows_the_error_panel_and_a_disabled_button(staff_client, settings):
+    settings.GOOGLE_OAUTH_CLIENT_ID = ""
+    response = staff_client.get(START, **HTML)
+    page = response.content.decode()
+    assert response.status_code == 503
+    assert 'id="error-panel"' in page and "not_configured" in page
+    assert 'aria-disabled="true">Connect a Google account' in page
+
+
 def test_start_is_rate_limited_per_user(staff_client, fake_google, settings):
     settings.OAUTH_RATE_LIMIT = "2/m"
     assert [staff_client.get(START, {"redirect": "false"}).status_code for _ in range(3)] == [200, 200, 429]
