@@ -637,7 +637,7 @@ class _Handler(BaseHTTPRequestHandler):
             event = self._json_body()
             if not event.get("start") or not event.get("end"):
                 return self._send(400, {"error": {"code": 400, "message": "Missing start or end time."}})
-            event["id"] = f"ev{next(fake._ids):06d}"
+            event["id"] = f"ev{next(self.fake._ids):06d}"
             event["status"] = "confirmed"
             events[event["id"]] = event
             return self._send(200, event)
