@@ -37,6 +37,50 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-bench-client-secret"
 WARM_CALLS = 2000
+#: Comma-separated parts to run (command, celery, warm, concurrent); empty = all.
+ONLY = {part.strip() for part in os.environ.get("BENCH_ONLY", "").split(",") if part.strip()}
+#: A directory: record a py-spy flame profile (raw, collapsed stacks) of each sweep's processes.
+PYSPY_DIR = os.environ.get("BENCH_PYSPY_DIR", "")
+
+
+#: A file to append the Celery workers' log lines to (default: discarded).
+WORKER_LOG = os.environ.get("BENCH_WORKER_LOG", "")
+
+
+def _drain(stream, path: str) -> None:
+    if not path:
+        for _ in stream:
+            pass
+        return
+    with open(path, "a") as out:
+        for line in stream:
+            out.write(line)
+
+
+def _wanted(part: str) -> bool:
+    return not ONLY or part in ONLY
+
+
+def _pyspy(pid: int, name: str) -> subprocess.Popen | None:
+    """Start ``py-spy record`` on ``pid`` and its children when BENCH_PYSPY_DIR is set."""
+    if not PYSPY_DIR:
+        return None
+    Path(PYSPY_DIR).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(  # noqa: S603
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+         "--rate", "100", "--gil", "--format", "raw",
+         "--output", str(Path(PYSPY_DIR) / f"{name}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _pyspy_stop(recorders) -> None:
+    for recorder in recorders:
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+    for recorder in recorders:
+        if recorder is not None:
+            recorder.wait(30)
 
 
 def log(message: str) -> None:
@@ -93,10 +137,38 @@ class FakeGoogleProcess:
 
 
 # --- measuring a process ------------------------------------------------------------------------------
-def _proc_cpu(pid: int) -> float:
+def _proc_cpu(pid: int, part: slice = slice(11, 13)) -> float:
+    """CPU seconds of a process: user + system (``part=slice(12, 13)``: system only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return sum(int(x) for x in fields[part]) / ticks
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
+def _services_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the local PostgreSQL (with its ended backends) and Redis."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {"PostgreSQL": 0.0, "Redis": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        key = "PostgreSQL" if name.startswith("postgres") else "Redis" if name.startswith("redis-server") else None
+        if key:
+            totals[key] += sum(int(x) for x in fields[11:15]) / ticks  # utime stime cutime cstime
+    return totals
 
 
 def _proc_hwm_mb(pid: int) -> float:
@@ -158,6 +230,26 @@ def _child_env(fake: FakeGoogleProcess, extra: dict | None = None) -> dict:
     )
     env.update(fake.settings)
     env.update(extra or {})
+    return env
+
+
+def _deployed_env(fake: FakeGoogleProcess, extra: dict | None = None) -> dict:
+    """Environment of a sweep process as ``make run`` starts it: ``butlers.settings`` itself.
+
+    (tests.settings pins CONN_MAX_AGE to 0, which a deployment does not have.) The database, Redis
+    and keys are the bench's; DEBUG stays off, as in production.
+    """
+    import tests.settings  # noqa: F401 - sets the test keys in os.environ
+
+    env = _child_env(fake, extra)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "butlers.settings",
+            "DATABASE_URL": f"{PG_BASE}/{DB_NAME}",
+            "REDIS_URL": REDIS_URL,
+            "DEBUG": "0",
+        }
+    )
     return env
 
 
@@ -249,7 +341,10 @@ def _make_all_due() -> None:
 
 
 # --- the measurements -------------------------------------------------------------------------------------
-def _report(title: str, *, wall: float, cpu: float, rss_mb: float, stats: dict, fake_cpu: float, extra: str = ""):
+def _report(
+    title: str, *, wall: float, cpu: float, rss_mb: float, stats: dict, fake_cpu: float, extra: str = "",
+    machine: tuple[float, float] | None = None, services: dict[str, float] | None = None,
+):
     serial = N * LATENCY
     log(f"\n== {title}")
     log(f"credentials            {N}")
@@ -262,6 +357,12 @@ def _report(title: str, *, wall: float, cpu: float, rss_mb: float, stats: dict, 
     log(f"CPU                    sweep {cpu:.1f} s = {cpu / wall:.0%} of one core ({cpu / N * 1000:.1f} ms per "
         f"credential); fake Google {fake_cpu:.1f} s")
     log(f"latency floor          {serial / max(1, stats['max_in_flight_refreshes']):.1f} s at the observed concurrency")
+    if machine is not None:
+        busy, total = machine
+        log(f"machine CPU            {busy:.1f} s busy of {total:.1f} s on {os.cpu_count()} cores ({busy / total:.0%}; "
+            f"includes PostgreSQL, Redis, the fake Google and anything else running)")
+    if services:
+        log("services CPU           " + ", ".join(f"{k} {v:.1f} s" for k, v in services.items()))
     if extra:
         log(extra)
 
@@ -270,15 +371,20 @@ def bench_command_sweep(fake: FakeGoogleProcess) -> None:
     _make_all_due()
     fake.ask("reset")
     fake_cpu0 = fake.ask("stats")["cpu_s"]
-    env = _child_env(fake)
+    env = _deployed_env(fake)
+    machine0, services0 = _machine_busy(), _services_cpu()
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=env,  # noqa: S603
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     sampler = PeakRss([child.pid])
+    recorders = [_pyspy(child.pid, "command")]
     out, _ = child.communicate()
+    _pyspy_stop(recorders)
     wall = time.perf_counter() - started
+    machine = tuple(b - a for a, b in zip(machine0, _machine_busy()))
+    services = {k: v - services0[k] for k, v in _services_cpu().items()}
     peak_rss = sampler.stop()
     import resource
 
@@ -287,8 +393,8 @@ def bench_command_sweep(fake: FakeGoogleProcess) -> None:
     summary = " | ".join(line.strip() for line in out.splitlines())
     _report(
         "oauth_heartbeat --all (in-process, threads)", wall=wall, cpu=ru.ru_utime + ru.ru_stime,
-        rss_mb=peak_rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
-        extra=f"command output         {summary} (exit {child.returncode})",
+        rss_mb=peak_rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0, machine=machine,
+        services=services, extra=f"command output         {summary} (exit {child.returncode})",
     )
 
 
@@ -300,7 +406,7 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
     prefetch = _run_sh_prefetch()
     redis_flush()
     multiproc = tempfile.mkdtemp(prefix="bench-prom-")
-    env = _child_env(fake, {"PROMETHEUS_MULTIPROC_DIR": multiproc})
+    env = _deployed_env(fake, {"PROMETHEUS_MULTIPROC_DIR": multiproc})
     import threading
 
     workers = []
@@ -320,15 +426,19 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
                     break
             else:
                 raise SystemExit("a Celery worker did not start")
-            # keep draining the worker's log so it never blocks on a full pipe
-            threading.Thread(target=lambda w=worker: [None for _ in w.stderr], daemon=True).start()
+            # keep draining the worker's log so it never blocks on a full pipe (BENCH_WORKER_LOG:
+            # a file to keep it in)
+            threading.Thread(target=_drain, args=(worker.stderr, WORKER_LOG), daemon=True).start()
         fake.ask("reset")
         fake_cpu0 = fake.ask("stats")["cpu_s"]
         cpu0 = sum(_proc_cpu(w.pid) for w in workers)
+        sys0 = sum(_proc_cpu(w.pid, slice(12, 13)) for w in workers)
         from oauth.tasks import heartbeat_sweep
 
+        machine0, services0 = _machine_busy(), _services_cpu()
         started = time.perf_counter()
         sampler = PeakRss([w.pid for w in workers])
+        recorders = [_pyspy(w.pid, f"worker{i}") for i, w in enumerate(workers)]
         heartbeat_sweep.apply_async(kwargs={"trigger": "bench"})
         run = None
         while time.perf_counter() - started < 600:
@@ -338,6 +448,10 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
             time.sleep(0.05)
         wall = time.perf_counter() - started
         cpu = sum(_proc_cpu(w.pid) for w in workers) - cpu0
+        sys_cpu = sum(_proc_cpu(w.pid, slice(12, 13)) for w in workers) - sys0
+        machine = tuple(b - a for a, b in zip(machine0, _machine_busy()))
+        services = {k: v - services0[k] for k, v in _services_cpu().items()}
+        _pyspy_stop(recorders)
         rss = max(sampler.stop(), sum(_proc_hwm_mb(w.pid) for w in workers))
         stats = fake.ask("stats")
         _report(
@@ -345,7 +459,9 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
             f"--prefetch-multiplier={prefetch}, as "
             "scripts/run.sh)",
             wall=wall, cpu=cpu, rss_mb=rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
-            extra=f"run outcomes           {run.outcomes if run else 'unfinished'}",
+            machine=machine, services=services,
+            extra=f"worker system CPU      {sys_cpu:.1f} s of the {cpu:.1f} s (the rest is user)\n"
+            f"run outcomes           {run.outcomes if run else 'unfinished'}",
         )
     finally:
         for worker in workers:
@@ -430,12 +546,16 @@ def main() -> None:
         _setup_django(fake)
         redis_flush()
         _store_credentials(fake.tokens)
-        bench_command_sweep(fake)
-        bench_celery_sweep(fake)
-        bench_warm_access_token()
-        log("\n== concurrent access (8 processes at once, 100 ms token latency)")
-        bench_concurrent_access(fake, redis_url=None)
-        bench_concurrent_access(fake, redis_url="redis://127.0.0.1:6390/0")
+        if _wanted("command"):
+            bench_command_sweep(fake)
+        if _wanted("celery"):
+            bench_celery_sweep(fake)
+        if _wanted("warm"):
+            bench_warm_access_token()
+        if _wanted("concurrent"):
+            log("\n== concurrent access (8 processes at once, 100 ms token latency)")
+            bench_concurrent_access(fake, redis_url=None)
+            bench_concurrent_access(fake, redis_url="redis://127.0.0.1:6390/0")
     finally:
         fake.stop()
         from django.db import connections
