@@ -16,11 +16,11 @@ class Command(BaseCommand):
     help = (
         "Pre-flight check run before starting a connector: resolves the Google credential the way "
         "the connectors do (the database first, then the deprecated env vars) without calling "
-        "Google. Prints 'Google credentials resolved' and exits 0 when a connector could start; "
-        "otherwise prints the STARTUP BLOCKED banner (what is missing and how to fix it) to stderr "
-        f"and exits {EXIT_NO_CREDENTIALS} (no credential, or a malformed deprecated env var), "
-        f"{EXIT_CREDENTIAL_UNUSABLE} (expired/revoked grant, no OAuth client, undecryptable) or "
-        f"{EXIT_DATABASE_UNAVAILABLE} (database down or not migrated)."
+        "Google. Prints 'Google credentials resolved' when a connector could start; otherwise "
+        "prints the STARTUP BLOCKED banner (what is missing and how to fix it) to stderr. Exit "
+        f"codes: 0 credentials resolved; {EXIT_NO_CREDENTIALS} no credential, or a malformed "
+        f"deprecated env var; {EXIT_CREDENTIAL_UNUSABLE} expired/revoked grant, no OAuth client, "
+        f"or undecryptable; {EXIT_DATABASE_UNAVAILABLE} database down or not migrated."
     )
 
     def add_arguments(self, parser) -> None:
