@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from .admin_actions import CREDENTIAL_ACTIONS
 from .models import (
     AuditAction,
     AuditEvent,
@@ -114,6 +115,7 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
         "days_to_idle_limit",
     ]
     list_filter = ["state", ScopeListFilter, "source"]
+    actions = CREDENTIAL_ACTIONS  # oauth/admin_actions.py: refresh now, test, revoke at Google
     search_fields = ["email", "credential_key"]
     ordering = ["credential_key"]
     readonly_fields = [
