@@ -85,7 +85,7 @@ def dashboard_url() -> str:
     return DEFAULT_DASHBOARD_URL
 
 
-def _standard_remediation() -> list[str]:
+def standard_remediation() -> list[str]:
     url = dashboard_url()
     return [
         f"Connect a Google account on the dashboard: {url} (staff login at {url}admin/).",
@@ -99,7 +99,7 @@ def _standard_remediation() -> list[str]:
     ]
 
 
-def _reconnect_remediation() -> list[str]:
+def reconnect_remediation() -> list[str]:
     url = dashboard_url()
     return [
         f"Reconnect the account on the dashboard: {url} (\"Connect a Google account\").",
@@ -127,7 +127,7 @@ def credentials_check(*, account: str | None = None) -> tuple[ResolvedCredential
         )
     except CredentialError as exc:
         return None, GuardFailure(
-            problem=str(exc), remediation=_standard_remediation(), exit_code=EXIT_NO_CREDENTIALS
+            problem=str(exc), remediation=standard_remediation(), exit_code=EXIT_NO_CREDENTIALS
         )
     except DatabaseError as exc:
         return None, GuardFailure(
@@ -144,14 +144,14 @@ def credentials_check(*, account: str | None = None) -> tuple[ResolvedCredential
         how = "was revoked" if credential.revoked_at else "has expired or was revoked at Google"
         return resolved, GuardFailure(
             problem=f"The stored Google grant for {credential} {how}; it cannot be refreshed.",
-            remediation=_reconnect_remediation(),
+            remediation=reconnect_remediation(),
             exit_code=EXIT_CREDENTIAL_UNUSABLE,
         )
     if not resolved.client_id or resolved.client_secret is None:
         return resolved, GuardFailure(
             problem=f"The credential for {resolved.account} has no usable OAuth client. "
             + NotConfigured.description,
-            remediation=_standard_remediation()[-1:],
+            remediation=standard_remediation()[-1:],
             exit_code=EXIT_CREDENTIAL_UNUSABLE,
         )
     return resolved, None
