@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
 from connectors.gmail import gmail_poll
@@ -137,6 +137,22 @@ def test_an_expired_grant_stops_the_connector_with_the_guard_banner(mailbox, cap
     with pytest.raises(SystemExit):
         call_command("run_gmail_connector", "--once")
     assert len(mailbox.stats["api_calls"]) == calls
+
+
+def test_a_dead_secondary_account_does_not_stop_the_others(mailbox, credential_factory, capfd):
+    bob_token = mailbox.issue_grant("bob@example.com")
+    credential_factory(email="bob@example.com", refresh_token=bob_token, access_token=None, expires_in=None)
+    mailbox.expire_grant("bob@example.com")
+
+    with pytest.raises(CommandError, match="1 Gmail poll"):
+        call_command("run_gmail_connector", "--once")
+
+    captured = capfd.readouterr()
+    assert f"Polled {EMAIL}: 3 new message(s) (baseline)." in captured.out
+    assert "Gmail poll of bob@example.com failed: Failed to refresh access token" in captured.err
+    # next time only the live account is polled
+    call_command("run_gmail_connector", "--once")
+    assert "bob@example.com" not in capfd.readouterr().err
 
 
 def test_the_connector_will_not_start_without_credentials(fake_google, capfd):

@@ -33,7 +33,8 @@ class Command(BaseCommand):
         "credential: the STARTUP BLOCKED banner and a non-zero exit), then polls every connected "
         "account (or --account) every GMAIL_POLL_INTERVAL seconds until SIGTERM/SIGINT, which "
         "finish the current poll and exit 0. --once polls once and exits. An expired or revoked "
-        "grant stops it with the banner. Exit codes: 0 stopped cleanly or --once succeeded; 1 "
+        "grant stops it with the banner (when it is the only account; among several, that account "
+        "is reported and skipped from then on). Exit codes: 0 stopped cleanly or --once succeeded; 1 "
         "with --once, a poll failed (network, Google error); 3/4/5 the startup guard blocked "
         "(no credential / unusable or expired credential / database unavailable)."
     )
@@ -89,7 +90,9 @@ class Command(BaseCommand):
             try:
                 result = gmail_poll(account=each, actor="process:gmail-connector")
             except GmailTokenRefreshError as exc:
-                if exc.reconsent_required:
+                # A dead grant stops a connector that has nothing else to poll; among several
+                # accounts it is reported and drops out (its state is now 'expired').
+                if exc.reconsent_required and len(accounts) == 1:
                     exit_blocked(
                         caller=CALLER,
                         failure=GuardFailure(
