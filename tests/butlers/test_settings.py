@@ -14,7 +14,9 @@ from oauth.app_settings import oauth_settings
 def _manage(*args, **env_overrides):
     env = {k: v for k, v in os.environ.items()
            if k not in ("SECRET_KEY", "OAUTH_ENCRYPTION_KEYS", "DEBUG", "DJANGO_SETTINGS_MODULE",
-                        "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")}
+                        "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+                        # set for the browser tests only; a deployment never has it
+                        "DJANGO_ALLOW_ASYNC_UNSAFE")}
     env.update({"DJANGO_SETTINGS_MODULE": "butlers.settings", "BUTLERS_VAR_DIR": "/tmp/butlers-test-var"})
     env.update(env_overrides)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,

@@ -324,8 +324,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
+        # read every body up front: an unread body would corrupt the next keep-alive request
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        return self.rfile.read(length) if length > 0 else b""
 
     def _form(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self._body().decode(), keep_blank_values=True).items()}
@@ -340,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         return parse_qs(urlsplit(self.path).query, keep_blank_values=True)
 
     def _route(self, method: str):
+        self._raw_body = self._read_body()
         path = urlsplit(self.path).path
         if path == "/o/oauth2/v2/auth" and method == "GET":
             return self._auth()
@@ -550,7 +558,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake.stats["revokes"] += 1
             grant = fake.grants.get(token)
             access = fake.access_tokens.get(token)
-            if grant is None and access is None:
+            if (grant is None or grant.revoked) and (access is None or access.revoked):
                 return self._send(400, {"error": "invalid_token", "error_description": "Token expired or revoked"})
             refresh = grant.refresh_token if grant else access.refresh_token
             if refresh and refresh in fake.grants:
