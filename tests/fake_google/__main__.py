@@ -26,7 +26,9 @@ def main() -> None:
     for name, value in fake.env().items():
         print(f"  export {name}={value}")
     print(f"  export GOOGLE_OAUTH_CLIENT_ID={args.client_id}")
-    print("  export GOOGLE_OAUTH_CLIENT_SECRET=<the --client-secret value>")
+    # a local fake's made-up secret, printed so the exports can be pasted as they are
+    print(f"  export GOOGLE_OAUTH_CLIENT_SECRET={args.client_secret}")
+    print("  export GOOGLE_OAUTH_REDIRECT_URI=http://127.0.0.1:8200/api/oauth/google/callback")
     try:
         while True:
             time.sleep(3600)
