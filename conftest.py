@@ -30,6 +30,16 @@ def _clean_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_deprecated_env(monkeypatch):
+    """The developer's own deprecated credential variables never leak into a test."""
+    from oauth import selectors
+
+    for name in selectors.DEPRECATED_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    selectors._warned.clear()  # each test sees the once-per-process deprecation warning afresh
+
+
 @pytest.fixture
 def oauth_client_factory(db):
     """Save the OAuth client in the DB (what an admin does)."""

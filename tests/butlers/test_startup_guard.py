@@ -18,11 +18,6 @@ from oauth.selectors import DEPRECATED_ENV_VARS
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _no_deprecated_env(monkeypatch):
-    for name in DEPRECATED_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
 
 def _blocked(capsys, **kwargs) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exc_info:

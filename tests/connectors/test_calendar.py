@@ -16,17 +16,11 @@ from connectors.calendar import (
     CalendarTokenRefreshError,
 )
 from oauth.models import GoogleCredential
-from oauth.selectors import DEPRECATED_ENV_VARS
 
 pytestmark = pytest.mark.django_db
 EMAIL = "alice@example.com"
 UTC = dt.timezone.utc
 
-
-@pytest.fixture(autouse=True)
-def _no_deprecated_env(monkeypatch):
-    for name in DEPRECATED_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

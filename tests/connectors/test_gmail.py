@@ -19,11 +19,6 @@ pytestmark = pytest.mark.django_db
 EMAIL = "alice@example.com"
 
 
-@pytest.fixture(autouse=True)
-def _no_deprecated_env(monkeypatch):
-    for name in DEPRECATED_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
 
 @pytest.fixture
 def mailbox(fake_google, credential_factory):

@@ -19,11 +19,6 @@ EMAIL = "alice@example.com"
 JSON_VAR = "BUTLER_GOOGLE_CALENDAR_CREDENTIALS_JSON"
 
 
-@pytest.fixture(autouse=True)
-def _no_deprecated_env(monkeypatch):
-    for name in DEPRECATED_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
 
 @pytest.fixture
 def env_json(fake_google, monkeypatch):

@@ -5,7 +5,6 @@ import logging
 import pytest
 
 from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
-from oauth import selectors
 from oauth.exceptions import AccountNotFound, CredentialError, EnvCredentialInvalid, NotConfigured
 from oauth.selectors import CALENDAR_JSON_VAR, credential_resolve, oauth_client_get
 
@@ -13,12 +12,6 @@ ENV_JSON = json.dumps(
     {"client_id": "env-client", "client_secret": "env-secret", "refresh_token": "1//env-refresh"}
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_deprecated_env(monkeypatch):
-    for name in selectors.DEPRECATED_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    selectors._warned.clear()
 
 
 def test_database_credential_beats_the_env_fallback(credential_factory, monkeypatch):
