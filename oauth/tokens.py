@@ -359,19 +359,9 @@ def _refresh_attempt(
     return row, error
 
 
-_client_memo: tuple[float, object] | None = None
-#: Seconds a process reuses the OAuth client it read (spares a query per refresh in a sweep).
-CLIENT_MEMO_SECONDS = 5.0
-
-
 def _oauth_client():
-    global _client_memo
-    memo = _client_memo
-    if memo is not None and time.monotonic() - memo[0] < CLIENT_MEMO_SECONDS:
-        return memo[1]
-    client = oauth_client_get_or_none()
-    _client_memo = (time.monotonic(), client)
-    return client
+    # Read at every refresh (one indexed query): a client changed in the admin applies at once.
+    return oauth_client_get_or_none()
 
 
 def _client_for(row: GoogleCredential):
