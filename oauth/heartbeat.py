@@ -90,7 +90,7 @@ def credential_heartbeat(
     """
     try:
         credential, token = credential_refresh_row(
-            credential_id=credential_id, actor=actor, since=not_before
+            credential_id=credential_id, actor=actor, since=not_before, cache=False
         )
     except GoogleCredential.DoesNotExist:
         return "deleted"

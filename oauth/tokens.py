@@ -246,12 +246,15 @@ def credential_refresh(*, credential: GoogleCredential, actor: str) -> AccessTok
 
 def credential_refresh_row(
     *, credential: GoogleCredential | None = None, credential_id: int | None = None, actor: str,
-    since: dt.datetime | None = None,
+    since: dt.datetime | None = None, cache: bool = True,
 ) -> tuple[GoogleCredential, AccessToken]:
     """:func:`credential_refresh`, also returning the row as stored after the refresh.
 
     ``since``: a refresh made by anyone after this moment counts (a heartbeat sweep passes its
     start, so a redelivered task or a connector's refresh meanwhile is not repeated).
+    ``cache=False`` (the heartbeat: its credentials are the unused ones) leaves the cache as it
+    is: a token cached earlier stays valid until it expires, and the next caller past it reads
+    the new one from the database and caches it then.
     """
     if credential is not None:
         _raise_if_dead(credential)
@@ -259,6 +262,13 @@ def credential_refresh_row(
     row = _refresh_stored(
         credential_id=credential_id, actor=actor, requested_at=since or _now(), force=True
     )
+    if not cache:
+        return row, AccessToken(
+            value=row.access_token.reveal(),
+            expires_at=row.access_token_expires_at,
+            account=str(row),
+            credential_key=row.credential_key,
+        )
     token = _cache_stored(row, requested=None if row.is_primary else row.credential_key, now=_now())
     return row, token
 
