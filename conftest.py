@@ -23,10 +23,13 @@ CLIENT_ID = "1234567890-test.apps.googleusercontent.com"
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    """Each test starts with an empty Redis test database."""
+    """Each test starts with an empty Redis test database and no memoised OAuth client."""
     from django.core.cache import cache
 
+    from oauth.tokens import client_memo_clear
+
     cache.clear()
+    client_memo_clear()  # a rolled-back test's client must not serve the next test
     yield
 
 

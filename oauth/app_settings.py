@@ -59,6 +59,13 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "A credential not refreshed or used within this many seconds is due for a heartbeat.",
     ),
     "OAUTH_HEARTBEAT_CONCURRENCY": (64, "Refreshes in flight at once in an in-process sweep."),
+    "OAUTH_HEARTBEAT_TASKS_PER_SWEEP": (
+        200,
+        "A Celery sweep of more credentials than this queues them in batches (at most "
+        "OAUTH_HEARTBEAT_MAX_BATCH each) so that per-task overhead does not dominate; fewer "
+        "get one task each.",
+    ),
+    "OAUTH_HEARTBEAT_MAX_BATCH": (25, "Most credentials one Celery heartbeat task handles."),
     "OAUTH_HEARTBEAT_PROCESSES": (
         0,
         "Processes a large in-process sweep is split over (CPU, not Google, bounds it); 0 = one "

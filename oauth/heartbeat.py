@@ -15,6 +15,7 @@ Two ways to run a sweep, one selection and one per-credential step:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing
 import os
 import queue
@@ -158,36 +159,43 @@ def heartbeat_run_start(*, trigger: str, selected: int, now: dt.datetime) -> Hea
     return HeartbeatRun.objects.create(trigger=trigger, started_at=now, selected=selected)
 
 
-def heartbeat_run_record_outcome(*, run_id: int, outcome: str) -> None:
-    """Count one credential's outcome in its run (tasks of a fan-out report one by one)."""
-    metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
+def heartbeat_run_record_outcomes(*, run_id: int, outcomes: dict[str, int]) -> None:
+    """Add credentials' outcomes to their run (the tasks of a fan-out report as they finish)."""
+    for outcome, count in outcomes.items():
+        metrics.HEARTBEAT_RESULTS.labels(outcome).inc(count)
+    added = sum(outcomes.values())
     if connection.vendor == "postgresql":
         # One statement: tasks of a fan-out finish concurrently, the row lock lasts one UPDATE.
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
                 UPDATE {HeartbeatRun._meta.db_table}
-                SET outcomes = jsonb_set(
-                        outcomes, ARRAY[%s],
-                        to_jsonb(COALESCE((outcomes ->> %s)::int, 0) + 1)),
+                SET outcomes = (
+                        SELECT jsonb_object_agg(key, total) FROM (
+                            SELECT key, SUM(value::int) AS total FROM (
+                                SELECT * FROM jsonb_each_text(outcomes)
+                                UNION ALL SELECT * FROM jsonb_each_text(%s::jsonb)
+                            ) AS parts GROUP BY key
+                        ) AS sums),
                     finished_at = CASE
                         WHEN finished_at IS NULL AND (
                             SELECT COALESCE(SUM(value::int), 0) FROM jsonb_each_text(outcomes)
-                        ) + 1 >= selected THEN %s ELSE finished_at END
+                        ) + %s >= selected THEN %s ELSE finished_at END
                 WHERE id = %s
                 """,
-                [outcome, outcome, _now(), run_id],
+                [json.dumps(outcomes), added, _now(), run_id],
             )
         return
     with transaction.atomic():
         run = HeartbeatRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
             return
-        outcomes = dict(run.outcomes or {})
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        run.outcomes = outcomes
+        merged = dict(run.outcomes or {})
+        for outcome, count in outcomes.items():
+            merged[outcome] = merged.get(outcome, 0) + count
+        run.outcomes = merged
         fields = ["outcomes"]
-        if sum(outcomes.values()) >= run.selected and run.finished_at is None:
+        if sum(merged.values()) >= run.selected and run.finished_at is None:
             run.finished_at = _now()
             fields.append("finished_at")
         run.save(update_fields=fields)
@@ -307,7 +315,7 @@ def heartbeat_sweep_run(
             outcomes.update(result)
     else:
         outcomes = _sweep_threads(selected, threads=concurrency, actor=actor, not_before=now)
-    run.outcomes = dict(outcomes)
+    run.outcomes = {str(outcome): count for outcome, count in outcomes.items()}
     run.finished_at = _now()
     run.save(update_fields=["outcomes", "finished_at"])
     logger.info(
@@ -321,6 +329,6 @@ def heartbeat_sweep_run(
 __all__ = [
     "credential_heartbeat",
     "credentials_due_for_heartbeat",
-    "heartbeat_run_record_outcome",
+    "heartbeat_run_record_outcomes",
     "heartbeat_sweep_run",
 ]

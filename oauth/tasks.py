@@ -2,13 +2,23 @@
 
 ``heartbeat_sweep`` runs from the beat schedule (``settings.CELERY_BEAT_SCHEDULE``; with Redis the
 scheduler is celery-redbeat, whose lock lets only one of several beat processes fire). It records
-the run and fans out one ``credential_heartbeat`` per due credential, so a sweep takes as long as
-the workers' concurrency needs, not as long as the credential count.
+the run and fans the due credentials out to the workers, so a sweep takes as long as the workers'
+concurrency needs, not as long as the credential count.
+
+Up to OAUTH_HEARTBEAT_TASKS_PER_SWEEP credentials each get their own ``credential_heartbeat``
+task. A larger sweep sends ``heartbeat_batch`` tasks of a few credentials each: a heartbeat costs
+a few milliseconds of CPU and so does a Celery task (receive, ack, trace), and on a small machine
+CPU, not Google's latency, bounds a sweep (``make bench``). A credential of a batch that fails
+transiently gets its own ``credential_heartbeat`` task, which owns the retries from there. Both
+tasks are acks-late and idempotent: a redelivered one skips credentials refreshed since the sweep
+started.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import random
 
 import structlog
 from celery import shared_task
@@ -67,14 +77,61 @@ def heartbeat_sweep(trigger: str = "beat") -> int:
     # One producer (one broker connection) for the whole fan-out, and the messages sent to Redis
     # in pipelined batches (PUBLISH_BATCH at a time) rather than one round trip each; the workers
     # start on the first batch while the next is built. (Brokers without batches send each.)
+    size = heartbeat_batch_size(selected=len(due))
     with heartbeat_sweep.app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for credential_id in due:
-            credential_heartbeat.apply_async(
-                kwargs={"credential_id": credential_id, "run_id": run.pk, "not_before": now.isoformat()},
-                producer=producer,
-            )
-    logger.info("Heartbeat sweep queued", trigger=trigger, selected=len(due), run_id=run.pk)
+        for start in range(0, len(due), size):
+            ids = due[start : start + size]
+            common = {"run_id": run.pk, "not_before": now.isoformat()}
+            if size == 1:
+                credential_heartbeat.apply_async(
+                    kwargs={"credential_id": ids[0], **common}, producer=producer
+                )
+            else:
+                heartbeat_batch.apply_async(kwargs={"credential_ids": ids, **common}, producer=producer)
+    logger.info(
+        "Heartbeat sweep queued", trigger=trigger, selected=len(due), run_id=run.pk, per_task=size
+    )
     return run.pk
+
+
+def heartbeat_batch_size(*, selected: int) -> int:
+    """Credentials per task: 1 for a small sweep, a few for a large one (see the module doc)."""
+    from .app_settings import oauth_settings
+
+    target = max(1, int(oauth_settings.OAUTH_HEARTBEAT_TASKS_PER_SWEEP))
+    return max(1, min(int(oauth_settings.OAUTH_HEARTBEAT_MAX_BATCH), math.ceil(selected / target)))
+
+
+@shared_task(name="oauth.tasks.heartbeat_batch", acks_late=True, ignore_result=True)
+def heartbeat_batch(credential_ids: list[int], run_id: int | None = None, not_before: str | None = None) -> dict:
+    """Heartbeat a few credentials in turn; a transient failure becomes its own retrying task."""
+    from .heartbeat import credential_heartbeat as heartbeat_one, heartbeat_run_record_outcomes
+
+    since = dt.datetime.fromisoformat(not_before) if not_before else None
+    outcomes: dict[str, int] = {}
+    for credential_id in credential_ids:
+        try:
+            outcome = heartbeat_one(
+                credential_id=credential_id, actor="process:heartbeat:beat", not_before=since
+            )
+        except TransientGoogleError:
+            delay = round(30 * random.uniform(0.5, 1.0))  # as credential_heartbeat's first retry
+            credential_heartbeat.apply_async(
+                kwargs={"credential_id": credential_id, "run_id": run_id, "not_before": not_before},
+                countdown=delay,
+            )
+            logger.warning(
+                f"Heartbeat failed transiently: oauth.tasks.credential_heartbeat retry in {delay}s",
+                credential_id=credential_id, run_id=run_id,
+            )
+            continue
+        except Exception:  # one bad credential never stops the others of its batch
+            logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
+            outcome = "error"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if run_id is not None and outcomes:
+        heartbeat_run_record_outcomes(run_id=run_id, outcomes=outcomes)
+    return outcomes
 
 
 @shared_task(
@@ -92,7 +149,7 @@ def credential_heartbeat(
     self, credential_id: int, run_id: int | None = None, not_before: str | None = None
 ) -> str:
     """Refresh + probe one credential. Idempotent: a redelivered task finds it already refreshed."""
-    from .heartbeat import RETRYING, credential_heartbeat as heartbeat_one, heartbeat_run_record_outcome
+    from .heartbeat import RETRYING, credential_heartbeat as heartbeat_one, heartbeat_run_record_outcomes
 
     since = dt.datetime.fromisoformat(not_before) if not_before else None
     try:
@@ -104,13 +161,11 @@ def credential_heartbeat(
             state = (
                 GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
             )
-            heartbeat_run_record_outcome(
-                run_id=run_id,
-                outcome=state if state == CredentialState.REFRESH_FAILING else RETRYING,
-            )
+            outcome = state if state == CredentialState.REFRESH_FAILING else RETRYING
+            heartbeat_run_record_outcomes(run_id=run_id, outcomes={outcome: 1})
         raise  # autoretry_for: again later, with exponential backoff and jitter
     if run_id is not None:
-        heartbeat_run_record_outcome(run_id=run_id, outcome=outcome)
+        heartbeat_run_record_outcomes(run_id=run_id, outcomes={outcome: 1})
     return outcome
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import structlog
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import metrics
@@ -42,7 +44,7 @@ from .exceptions import (
     TransientGoogleError,
 )
 from .google.refresh import RefreshResult, refresh_access_token
-from .models import AuditAction, CredentialState, GoogleCredential
+from .models import AuditAction, CredentialState, GoogleCredential, OAuthClient
 from .scopes import normalize_scopes
 from .selectors import ResolvedCredential, credential_resolve, oauth_client_get_or_none
 from .services import audit_record, credential_set_scopes
@@ -369,9 +371,38 @@ def _refresh_attempt(
     return row, error
 
 
+#: Seconds a process reuses the OAuth client it read: a heartbeat sweep refreshes thousands of
+#: credentials, and the client is one more query each. A change saved in this process (the admin,
+#: a test) or a change of the GOOGLE_OAUTH_CLIENT_* settings applies at once; one saved by another
+#: process within this many seconds.
+CLIENT_MEMO_SECONDS = 5.0
+_client_memo: tuple[float, tuple, object] | None = None
+
+
+def _client_settings_key() -> tuple:
+    return (
+        oauth_settings.GOOGLE_OAUTH_CLIENT_ID,
+        oauth_settings.GOOGLE_OAUTH_CLIENT_SECRET,
+        oauth_settings.GOOGLE_OAUTH_REDIRECT_URI,
+    )
+
+
 def _oauth_client():
-    # Read at every refresh (one indexed query): a client changed in the admin applies at once.
-    return oauth_client_get_or_none()
+    global _client_memo
+    key = _client_settings_key()
+    memo = _client_memo
+    if memo is not None and memo[1] == key and time.monotonic() - memo[0] < CLIENT_MEMO_SECONDS:
+        return memo[2]
+    client = oauth_client_get_or_none()
+    _client_memo = (time.monotonic(), key, client)
+    return client
+
+
+@receiver([post_save, post_delete], sender=OAuthClient)
+def client_memo_clear(**kwargs) -> None:
+    """Forget the memoised OAuth client (on a save here; tests call it between tests)."""
+    global _client_memo
+    _client_memo = None
 
 
 def _client_for(row: GoogleCredential):

@@ -13,7 +13,7 @@ HOST="${BUTLERS_HOST:-127.0.0.1}"
 PORT="${BUTLERS_PORT:-8200}"
 WEB_WORKERS="${WEB_WORKERS:-2}"
 WORKER_POOL="${CELERY_WORKER_POOL:-threads}"
-WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-32}"
+WORKER_CONCURRENCY="${CELERY_WORKER_CONCURRENCY:-24}"
 # Heartbeat tasks mostly wait on Google (threads overlap that), but each costs some CPU under one
 # GIL: one threaded worker process per CPU (see docs/token-lifecycle.md, "make bench").
 WORKER_PROCESSES="${CELERY_WORKER_PROCESSES:-$(nproc 2>/dev/null || echo 2)}"

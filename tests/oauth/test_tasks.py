@@ -1,4 +1,4 @@
-"""oauth/tasks.py: the beat sweep fans out one task per due credential; redbeat fires it once."""
+"""oauth/tasks.py: the beat sweep fans out the due credentials; redbeat fires it once."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,12 @@ from django.utils import timezone
 from butlers.celery import app
 from oauth.exceptions import TransientGoogleError
 from oauth.models import HeartbeatRun
-from oauth.tasks import HEARTBEAT_MAX_RETRIES, credential_heartbeat, heartbeat_sweep
+from oauth.tasks import (
+    HEARTBEAT_MAX_RETRIES,
+    credential_heartbeat,
+    heartbeat_batch_size,
+    heartbeat_sweep,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +86,28 @@ def test_a_transient_failure_is_retried_and_counted_when_retries_run_out(eager, 
     assert run.outcomes == {"retrying": 1}
     credential.refresh_from_db()
     assert credential.state == "connected"  # never expired by an outage
+
+
+def test_a_large_sweep_goes_out_in_batches_and_counts_every_credential(
+    eager, fake_google, grant, settings
+):
+    settings.OAUTH_HEARTBEAT_TASKS_PER_SWEEP = 2  # 5 due credentials -> batches of 3 and 2
+    for n in range(5):
+        grant(f"user{n}@example.com")
+    fake_google.fail_token(1, status=503)  # the first credential of the first batch
+
+    run = HeartbeatRun.objects.get(pk=heartbeat_sweep.apply(kwargs={"trigger": "beat"}).get())
+
+    # the transient failure became its own credential_heartbeat task (run at once when eager)
+    assert run.selected == 5 and run.outcomes == {"connected": 5}
+    assert run.finished_at is not None
+    assert all(fake_google.refreshes_for(f"user{n}@example.com") == 1 for n in range(5))
+
+
+def test_batch_size_is_one_for_small_sweeps_and_capped_for_large_ones(settings):
+    settings.OAUTH_HEARTBEAT_TASKS_PER_SWEEP = 200
+    settings.OAUTH_HEARTBEAT_MAX_BATCH = 25
+    assert [heartbeat_batch_size(selected=n) for n in (1, 200, 201, 2000, 100_000)] == [1, 1, 2, 10, 25]
 
 
 def _queued_tasks(redis_url: str) -> list[tuple[str, dict]]:
