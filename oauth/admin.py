@@ -118,31 +118,6 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
     actions = CREDENTIAL_ACTIONS  # oauth/admin_actions.py: refresh now, test, revoke at Google
     search_fields = ["email", "credential_key"]
     ordering = ["credential_key"]
-    readonly_fields = [
-        "credential_key",
-        "email",
-        "source",
-        "current_state",
-        "scopes",
-        "missing",
-        "client_id",
-        "token_status",
-        "access_token_expires_at",
-        "consented_at",
-        "refresh_token_issued_at",
-        "refresh_token_age",
-        "days_to_idle_limit",
-        "last_refreshed_at",
-        "last_used_at",
-        "last_probed_at",
-        "last_error_at",
-        "last_error_code",
-        "last_error_detail",
-        "consecutive_failures",
-        "revoked_at",
-        "created_at",
-        "updated_at",
-    ]
     fieldsets = [
         (None, {"fields": ["credential_key", "email", "source", "current_state", "client_id"]}),
         ("Scopes", {"fields": ["scopes", "missing"]}),
@@ -177,6 +152,9 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    # every field is read-only: a grant changes by consenting, refreshing or revoking
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("granted_scopes")

@@ -233,7 +233,15 @@ def env_credential_resolve() -> ResolvedCredential | None:
     return None
 
 
-def _resolved_from_row(credential: GoogleCredential) -> ResolvedCredential:
+def credential_client(
+    credential: GoogleCredential, *, client_get=None
+) -> tuple[str, Secret | None]:
+    """The client id and secret ``credential``'s grant was issued to.
+
+    Its own (an imported credential may carry them), else the configured client's
+    (``client_get``, default :func:`oauth_client_get_or_none`). Raises :class:`CredentialError`
+    when the row has no refresh token to use them with.
+    """
     if credential.refresh_token is None:
         raise CredentialError(
             f"The stored credential {credential} has no refresh token. Reconnect it from the "
@@ -242,11 +250,16 @@ def _resolved_from_row(credential: GoogleCredential) -> ResolvedCredential:
     client_id = credential.client_id
     client_secret = credential.client_secret
     if not client_id or client_secret is None:
-        client = oauth_client_get_or_none()
+        client = (client_get or oauth_client_get_or_none)()
         if client is not None:
             client_id = client_id or client.client_id
             if client_secret is None and client.client_id == client_id:
                 client_secret = client.client_secret
+    return client_id, client_secret
+
+
+def _resolved_from_row(credential: GoogleCredential) -> ResolvedCredential:
+    client_id, client_secret = credential_client(credential)
     return ResolvedCredential(
         source="db",
         client_id=client_id,

@@ -37,7 +37,6 @@ from .app_settings import oauth_settings
 from .encryption import decrypt, encrypt
 from .exceptions import (
     ClientMisconfigured,
-    CredentialError,
     OAuthError,
     ReconsentRequired,
     TokenError,
@@ -46,7 +45,12 @@ from .exceptions import (
 from .google.refresh import RefreshResult, refresh_access_token
 from .models import AuditAction, CredentialState, GoogleCredential, OAuthClient
 from .scopes import normalize_scopes
-from .selectors import ResolvedCredential, credential_resolve, oauth_client_get_or_none
+from .selectors import (
+    ResolvedCredential,
+    credential_client,
+    credential_resolve,
+    oauth_client_get_or_none,
+)
 from .services import audit_record, credential_set_scopes
 
 logger = structlog.get_logger("oauth.tokens")
@@ -406,19 +410,8 @@ def client_memo_clear(**kwargs) -> None:
 
 
 def _client_for(row: GoogleCredential):
-    """The client id and secret this grant was issued to (as credential resolution decides)."""
-    if row.refresh_token is None:
-        raise CredentialError(
-            f"The stored credential {row} has no refresh token. Reconnect it from the dashboard (/)."
-        )
-    client_id, client_secret = row.client_id, row.client_secret
-    if not client_id or client_secret is None:
-        client = _oauth_client()
-        if client is not None:
-            client_id = client_id or client.client_id
-            if client_secret is None and client.client_id == client_id:
-                client_secret = client.client_secret
-    return client_id, client_secret
+    """The client id and secret this grant was issued to, with the memoised OAuth client."""
+    return credential_client(row, client_get=_oauth_client)
 
 
 def _duration_ms(started: float) -> float:
