@@ -236,6 +236,8 @@ def consent_complete(
     """
     try:
         if error:
+            # Google's answer wins, but a valid state is still used up so it cannot be replayed;
+            # an invalid one changes nothing about what the person is told.
             try:
                 _state_consume(state=state, user=user, session_binding=session_binding)
             except InvalidState:
