@@ -6,11 +6,9 @@ built from the account, Google's error code and our own words: never from a toke
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from .exceptions import OAuthError
-from .models import AuditAction, GoogleCredential
-from .services import actor_for_user, audit_record
+from .services import actor_for_user
 
 
 def _each(request, queryset):
@@ -42,6 +40,7 @@ def refresh_now(modeladmin, request, queryset) -> None:
 def test_credential(modeladmin, request, queryset) -> None:
     from connectors.probes import credential_probe
 
+    from .heartbeat import probe_results_store
     from .tokens import access_token_get
 
     for credential, actor in _each(request, queryset):
@@ -55,15 +54,8 @@ def test_credential(modeladmin, request, queryset) -> None:
             )
             continue
         results = credential_probe(credential=credential, access_token=token.value)
-        GoogleCredential.objects.filter(pk=credential.pk).update(last_probed_at=timezone.now())
+        probe_results_store(credential=credential, results=results, actor=actor)
         healthy = bool(results) and all(outcome == "ok" for outcome in results.values())
-        audit_record(
-            action=AuditAction.PROBED,
-            actor=actor,
-            credential=credential,
-            outcome="ok" if healthy else "failed",
-            detail=results,
-        )
         summary = ", ".join(f"{api}: {outcome}" for api, outcome in sorted(results.items()))
         modeladmin.message_user(
             request,

@@ -106,9 +106,28 @@ def credential_heartbeat(
 
 def credential_probe_record(*, credential: GoogleCredential, access_token: str, actor: str) -> str:
     """Probe the granted APIs and store what was learned; returns the credential's state."""
-    from connectors.probes import MISSING_SCOPE, OK, credential_probe
+    from connectors.probes import credential_probe
 
     results = credential_probe(credential=credential, access_token=access_token)
+    row = probe_results_store(credential=credential, results=results, actor=actor)
+    if row.state != CredentialState.CONNECTED:
+        return row.state
+    granted = (row.credentials or {}).get("scopes")
+    if granted is None:
+        return row.effective_state()
+    from .scopes import missing_scopes
+
+    missing = missing_scopes(granted=granted, required=oauth_settings.OAUTH_REQUIRED_SCOPES)
+    return CredentialState.MISSING_SCOPE if missing else CredentialState.CONNECTED
+
+
+def probe_results_store(
+    *, credential: GoogleCredential, results: dict[str, str], actor: str
+) -> GoogleCredential:
+    """Record API probe results (heartbeat or the admin's "Test"): last_probed_at, a 403 turns
+    the state to missing_scope and a clean probe clears it, one audit event. Returns the row."""
+    from connectors.probes import MISSING_SCOPE, OK
+
     now = _now()
     all_ok = bool(results) and all(outcome == OK for outcome in results.values())
     outcome = MISSING_SCOPE if MISSING_SCOPE in results.values() else ("ok" if all_ok else "error")
@@ -138,18 +157,9 @@ def credential_probe_record(*, credential: GoogleCredential, access_token: str, 
                 fields.append("state")
             row.save(update_fields=fields)
     audit_record(
-        action=AuditAction.PROBED, actor=actor, credential=row, outcome=outcome,
-        detail={"apis": results},
+        action=AuditAction.PROBED, actor=actor, credential=row, outcome=outcome, detail=results
     )
-    if row.state != CredentialState.CONNECTED:
-        return row.state
-    granted = (row.credentials or {}).get("scopes")
-    if granted is None:
-        return row.effective_state()
-    from .scopes import missing_scopes
-
-    missing = missing_scopes(granted=granted, required=oauth_settings.OAUTH_REQUIRED_SCOPES)
-    return CredentialState.MISSING_SCOPE if missing else CredentialState.CONNECTED
+    return row
 
 
 # --- a sweep ----------------------------------------------------------------------------------------
