@@ -115,7 +115,8 @@ class GoogleCredentialQuerySet(models.QuerySet):
 class GoogleCredential(models.Model):
     """One Google account's grant. The first connected account is the primary (key 'google')."""
 
-    credential_key = models.CharField(max_length=200, unique=True)
+    #: 'google' for the primary, 'google:<email>' for the others: an email may be 254 characters.
+    credential_key = models.CharField(max_length=300, unique=True)
     credentials = models.JSONField(
         default=dict, blank=True,
         help_text="Non-secret metadata: client_id, token_uri, email, scopes. Never a secret.",
@@ -143,6 +144,9 @@ class GoogleCredential(models.Model):
     last_error_code = models.CharField(max_length=64, blank=True, default="")
     last_error_detail = models.CharField(max_length=500, blank=True, default="")
     consecutive_failures = models.PositiveIntegerField(default=0)
+    #: Bumped whenever the grant's tokens change (refresh, re-consent, revoke): a cached access
+    #: token is served only while the version it was cached under is still the stored one.
+    token_version = models.PositiveIntegerField(default=0)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
