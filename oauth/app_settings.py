@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 GMAIL_READONLY = "https://www.googleapis.com/auth/gmail.readonly"
 GMAIL_MODIFY = "https://www.googleapis.com/auth/gmail.modify"
@@ -120,17 +121,37 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def _has_unsafe_character(value: str) -> bool:
+    # A backslash, whitespace or a control character lets parsers disagree about the host
+    # ("http://192.0.2.2:8404\\@127.0.0.1/" is 127.0.0.1 to urlsplit, 192.0.2.2 to urllib3).
+    return any(c == "\\" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 def validate_endpoint_url(name: str, value: str) -> str:
-    """An endpoint must be https, or http on a loopback host (a local fake)."""
-    parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
-        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
-    raise ImproperlyConfigured(
+    """An endpoint must be https, or http on a loopback host (a local fake).
+
+    The URL is read with urllib3's ``parse_url``, the parser ``requests`` uses to decide where a
+    request goes, so the host checked here is the host the refresh token is sent to. Backslashes,
+    whitespace, control characters and userinfo (``user@``) are refused outright.
+    """
+    refused = ImproperlyConfigured(
         f"{name}={value!r} is not allowed: use an https:// URL "
-        "(http:// is accepted only for loopback hosts such as 127.0.0.1)."
+        "(http:// is accepted only for loopback hosts such as 127.0.0.1), with no user@ part, "
+        "backslash, space or control character."
     )
+    if not isinstance(value, str) or _has_unsafe_character(value):
+        raise refused
+    try:
+        parts = parse_url(value)
+    except LocationParseError:
+        raise refused from None
+    if parts.auth is not None or "@" in (parts.netloc or ""):
+        raise refused
+    if parts.scheme == "https" and parts.host:
+        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
+    if parts.scheme == "http" and is_loopback_host(parts.host):
+        return value.rstrip("/") if name == "GOOGLE_API_BASE_URL" else value
+    raise refused
 
 
 class OAuthSettings:
