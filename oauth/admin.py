@@ -6,12 +6,17 @@ set and how old it is.
 """
 from __future__ import annotations
 
+import ipaddress
+
 from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html_join
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from .admin_actions import CREDENTIAL_ACTIONS
+from .app_settings import is_loopback_host
 from .models import (
     AuditAction,
     AuditEvent,
@@ -25,11 +30,55 @@ from .scopes import short_name
 from .services import actor_for_user, audit_record
 
 
+def redirect_uri_problem(value: str) -> str | None:
+    """Why Google would refuse ``value`` as a redirect URI, or None when it is acceptable.
+
+    Google's rules for a web client: https (http only for loopback), no #fragment, no user@ part,
+    no wildcard, no raw IP address other than loopback, no path traversal. The URL is read with
+    urllib3's parser, like the endpoint settings (oauth/app_settings.py).
+    """
+    if any(c == "\\" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        return "The redirect URI must not contain a backslash, space or control character."
+    try:
+        parts = parse_url(value)
+    except LocationParseError:
+        return "This is not a valid URL."
+    if parts.scheme not in ("http", "https") or not parts.host or not value.lower().startswith(
+        f"{parts.scheme}://"
+    ):
+        return (
+            "The redirect URI must start with https:// and name a host (Google accepts http:// "
+            "only for loopback hosts such as 127.0.0.1)."
+        )
+    if parts.auth is not None or "@" in (parts.netloc or ""):
+        return "The redirect URI must not contain a user@ part."
+    if "#" in value:
+        return "The redirect URI must not contain a #fragment: Google refuses it."
+    if "*" in parts.host:
+        return "The redirect URI must not contain a wildcard: register each host exactly."
+    if ".." in (parts.path or "").split("/"):
+        return "The redirect URI must not contain /../ (path traversal): Google refuses it."
+    if parts.scheme == "http" and not is_loopback_host(parts.host):
+        return (
+            "http:// is accepted only for loopback hosts (127.0.0.1, localhost, [::1]); use "
+            "https:// for this host."
+        )
+    try:
+        ipaddress.ip_address(parts.host.strip("[]"))
+    except ValueError:
+        return None
+    if not is_loopback_host(parts.host):
+        return "Google refuses a raw IP address as the host of a redirect URI; use a domain name."
+    return None
+
+
 class OAuthClientForm(forms.ModelForm):
-    redirect_uri = forms.URLField(
-        assume_scheme="https",
+    # A CharField, not a URLField: URLField would silently turn '//evil.example' or
+    # 'evil.example/cb' into an https URL instead of refusing them.
+    redirect_uri = forms.CharField(
         required=False,
         max_length=500,
+        strip=True,
         help_text="Exactly as registered in Google Cloud Console; empty = this server's callback.",
     )
     new_client_secret = forms.CharField(
@@ -43,6 +92,14 @@ class OAuthClientForm(forms.ModelForm):
     class Meta:
         model = OAuthClient
         fields = ["client_id", "redirect_uri"]
+
+    def clean_redirect_uri(self) -> str:
+        value = self.cleaned_data.get("redirect_uri", "")
+        if value:
+            problem = redirect_uri_problem(value)
+            if problem:
+                raise forms.ValidationError(problem)
+        return value
 
     def clean(self):
         cleaned = super().clean()
