@@ -262,6 +262,9 @@ class AuditAction(models.TextChoices):
     IMPORTED = "imported", "Imported from env"
     CLIENT_CHANGED = "client_changed", "OAuth client changed"
     CONSENT_FAILED = "consent_failed", "Consent failed"
+    TOKEN_API = "token_api", "Token API call"
+    SERVICE_KEY_CREATED = "service_key_created", "Service key created"
+    SERVICE_KEY_REVOKED = "service_key_revoked", "Service key revoked"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -319,3 +322,80 @@ class HeartbeatRun(models.Model):
 
     def __str__(self) -> str:
         return f"heartbeat {self.started_at:%Y-%m-%d %H:%M} ({self.trigger})"
+
+
+class ServiceKey(models.Model):
+    """A key another service presents to ``POST /api/oauth/token`` (``Authorization: Bearer bk_…``).
+
+    Only the SHA-256 of the key is stored (the key is 32 random bytes, so a fast hash is enough:
+    there is nothing to guess) plus its first characters for recognising it in lists. The key
+    may use the accounts in ``accounts`` (or every account with ``all_accounts``), and only for an
+    account whose grant covers every scope in ``scopes`` (none = no scope condition).
+    """
+
+    name = models.SlugField(
+        max_length=100, unique=True,
+        help_text="Who uses it (e.g. 'gmail-butler'); shown in the audit log and metrics.",
+    )
+    key_prefix = models.CharField(
+        max_length=16, editable=False, help_text="The key's first characters, to recognise it."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    all_accounts = models.BooleanField(
+        default=False, help_text="May use every stored account, including ones connected later."
+    )
+    accounts = models.ManyToManyField(
+        GoogleCredential, blank=True, related_name="service_keys",
+        help_text="The accounts this key may get tokens for (ignored with 'all accounts').",
+    )
+    scopes = models.ManyToManyField(
+        Scope, blank=True, related_name="service_keys",
+        help_text="A token is handed out only for an account whose grant covers all of these.",
+    )
+    allowed_networks = models.CharField(
+        max_length=1000, blank=True, default="",
+        help_text="Client addresses or networks allowed to use the key, comma-separated "
+        "(e.g. 10.0.0.5, 192.168.1.0/24); empty = any.",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty = never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    use_count = models.PositiveBigIntegerField(default=0, editable=False)
+    created_by = models.CharField(max_length=200, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<ServiceKey {self.name} {self.key_prefix}…>"
+
+    # --- pure checks --------------------------------------------------------------------------
+    def is_active(self, *, now: dt.datetime) -> bool:
+        """Neither revoked nor past its expiry."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def network_list(self) -> list[str]:
+        return [part.strip() for part in self.allowed_networks.replace(" ", ",").split(",") if part.strip()]
+
+    def allows_address(self, address: str | None) -> bool:
+        """True when no network is configured or ``address`` lies in one of them."""
+        import ipaddress
+
+        networks = self.network_list()
+        if not networks:
+            return True
+        try:
+            ip = ipaddress.ip_address((address or "").strip())
+        except ValueError:
+            return False
+        for network in networks:
+            try:
+                if ip in ipaddress.ip_network(network, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
