@@ -91,6 +91,10 @@ class CredentialSource(models.TextChoices):
     ENV_IMPORT = "env_import", "Imported from env"
 
 
+#: States no refresh can leave: only a person (consent, a fixed client) can.
+DEAD_STATES = (CredentialState.EXPIRED, CredentialState.MISCONFIGURED)
+
+
 class GoogleCredentialQuerySet(models.QuerySet):
     def primary_first(self) -> GoogleCredentialQuerySet:
         is_primary = models.Case(
@@ -109,6 +113,20 @@ class GoogleCredentialQuerySet(models.QuerySet):
         uri = scope_catalogue.normalize_scope(scope)
         return self.exclude(
             Q(granted_scopes__uri=uri) | Q(granted_scopes__implies__uri=uri)
+        )
+
+    def due_for_heartbeat(self, *, now: dt.datetime) -> GoogleCredentialQuerySet:
+        """The heartbeat due rule: live grants neither refreshed nor used within
+        OAUTH_HEARTBEAT_WINDOW, least recently refreshed first."""
+        from .app_settings import oauth_settings
+
+        cutoff = now - dt.timedelta(seconds=float(oauth_settings.OAUTH_HEARTBEAT_WINDOW))
+        return (
+            self.exclude(state__in=DEAD_STATES)
+            .filter(revoked_at__isnull=True)
+            .filter(Q(last_refreshed_at__isnull=True) | Q(last_refreshed_at__lte=cutoff))
+            .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=cutoff))
+            .order_by("last_refreshed_at", "pk")
         )
 
 
@@ -187,11 +205,59 @@ class GoogleCredential(models.Model):
             required = oauth_settings.OAUTH_REQUIRED_SCOPES
         return scope_catalogue.missing_scopes(granted=self.granted_scope_uris(), required=required)
 
-    def effective_state(self, required: Iterable[str] | None = None) -> str:
-        """The stored state, or 'missing_scope' when a healthy grant lacks a required scope."""
+    def granted_scope_list(self) -> list[str]:
+        """Granted scope URIs from the metadata kept beside them (no query), else the M2M."""
+        recorded = (self.credentials or {}).get("scopes")
+        if isinstance(recorded, list):
+            return recorded
+        return self.granted_scope_uris()
+
+    def effective_state(
+        self, *, client_configured: bool | None = None, required: Iterable[str] | None = None
+    ) -> str:
+        """The state an operator sees: the one rule behind the status API, the dashboard, the
+        admin, ``/metrics`` and ``oauth_status``.
+
+        * a revoked grant reads ``expired``;
+        * a grant with no client secret of its own while no OAuth client is configured at all
+          reads ``misconfigured`` (it cannot be refreshed until one is);
+        * a healthy grant lacking a required scope reads ``missing_scope``;
+        * otherwise the stored state.
+
+        ``client_configured``: whether an OAuth client is configured (the admin's or the env's);
+        looked up when not given (pass it when judging many credentials).
+        """
+        if self.revoked_at is not None:
+            return CredentialState.EXPIRED
+        if self.client_secret is None:
+            if client_configured is None:
+                from .selectors import oauth_client_get_or_none
+
+                client_configured = oauth_client_get_or_none() is not None
+            if not client_configured:
+                return CredentialState.MISCONFIGURED
         if self.state == CredentialState.CONNECTED and self.missing_scopes(required):
             return CredentialState.MISSING_SCOPE
-        return self.state
+        return str(self.state)
+
+    def testing_grant_days(self, *, died_at: dt.datetime | None = None) -> int | None:
+        """The 'Testing' consent-screen rule: days the grant lived when it died (invalid_grant)
+        about OAUTH_TESTING_GRANT_DAYS after it was issued, else None.
+
+        Google kills such a grant at 7 days; we notice at the next refresh, up to a heartbeat
+        window later, hence the window of a day before to two days after.
+        """
+        from .app_settings import oauth_settings
+
+        died_at = died_at or self.last_error_at
+        issued = self.refresh_token_issued_at or self.consented_at
+        if died_at is None or issued is None:
+            return None
+        age = died_at - issued
+        limit = dt.timedelta(days=float(oauth_settings.OAUTH_TESTING_GRANT_DAYS))
+        if limit - dt.timedelta(days=1) <= age <= limit + dt.timedelta(days=2):
+            return round(age.total_seconds() / 86400)
+        return None
 
     def access_token_valid(self, *, now: dt.datetime, margin: dt.timedelta) -> bool:
         """True when the stored access token stays valid for at least ``margin``."""
@@ -200,16 +266,6 @@ class GoogleCredential(models.Model):
             and self.access_token_expires_at
             and self.access_token_expires_at - margin > now
         )
-
-    def is_due_for_heartbeat(self, *, now: dt.datetime, window: dt.timedelta) -> bool:
-        """Neither refreshed nor used within ``window`` (and not dead)."""
-        if self.state in (CredentialState.EXPIRED, CredentialState.MISCONFIGURED):
-            return False
-        last = max(
-            (t for t in (self.last_refreshed_at, self.last_used_at) if t is not None),
-            default=None,
-        )
-        return last is None or now - last >= window
 
     def last_refresh_token_use(self) -> dt.datetime | None:
         """When Google last saw the refresh token used (its idle clock starts there)."""
@@ -228,6 +284,137 @@ class GoogleCredential(models.Model):
     def refresh_token_age_days(self, *, now: dt.datetime) -> int | None:
         issued = self.refresh_token_issued_at or self.consented_at
         return None if issued is None else (now - issued).days
+
+    # --- state transitions: each sets the fields that belong together, returns what changed ----
+    # The caller saves with ``save(update_fields=...)`` inside its own transaction (it knows the
+    # lock it holds) and writes the audit event.
+    def _clear_error(self) -> list[str]:
+        self.last_error_at = None
+        self.last_error_code = ""
+        self.last_error_detail = ""
+        self.consecutive_failures = 0
+        return ["last_error_at", "last_error_code", "last_error_detail", "consecutive_failures"]
+
+    def _set_error(self, *, now: dt.datetime, code: str, detail: str) -> list[str]:
+        self.last_error_at = now
+        self.last_error_code = (code or "")[:64]
+        self.last_error_detail = (detail or "")[:500]
+        return ["last_error_at", "last_error_code", "last_error_detail"]
+
+    def _tokens_replaced(self) -> list[str]:
+        """A cached access token of this grant must not be served any more."""
+        self.token_version += 1
+        return ["token_version"]
+
+    def mark_connected(
+        self, *, now: dt.datetime, access_token: str, expires_in: int | None,
+        refresh_token: str | None, client_id: str, email: str, client_secret: str | None = None,
+        source: str = "consent",
+    ) -> list[str]:
+        """A person granted access (consent, or a verified import): a clean, connected grant."""
+        if refresh_token is not None:
+            self.refresh_token = refresh_token
+            self.refresh_token_issued_at = now
+        self.access_token = access_token
+        self.access_token_expires_at = now + dt.timedelta(seconds=expires_in) if expires_in else None
+        metadata = dict(self.credentials or {})
+        metadata.update({"client_id": client_id, "email": email})
+        self.credentials = metadata
+        self.email = email
+        self.client_secret = client_secret
+        self.source = source
+        self.state = CredentialState.CONNECTED
+        self.consented_at = now
+        self.revoked_at = None
+        fields = [
+            "refresh_token", "refresh_token_issued_at", "access_token", "access_token_expires_at",
+            "credentials", "email", "client_secret", "source", "state", "consented_at",
+            "revoked_at", *self._clear_error(), *self._tokens_replaced(), "updated_at",
+        ]
+        return fields
+
+    def record_refresh_success(
+        self, *, now: dt.datetime, access_token: str, expires_at: dt.datetime,
+        refresh_token: str | None = None,
+    ) -> list[str]:
+        """Google gave a new access token (and maybe a rotated refresh token): healthy again."""
+        self.access_token = access_token
+        self.access_token_expires_at = expires_at
+        self.last_refreshed_at = now
+        fields = ["access_token", "access_token_expires_at", "last_refreshed_at"]
+        if refresh_token:
+            self.refresh_token = refresh_token
+            self.refresh_token_issued_at = now
+            fields += ["refresh_token", "refresh_token_issued_at"]
+        if self.state in (CredentialState.REFRESH_FAILING, CredentialState.MISCONFIGURED):
+            self.state = CredentialState.CONNECTED
+            fields.append("state")
+        if self.last_error_code or self.consecutive_failures or self.last_error_at:
+            fields += self._clear_error()
+        return [*fields, "updated_at"]
+
+    def record_refresh_failure(
+        self, *, now: dt.datetime, state: str, code: str, detail: str
+    ) -> list[str]:
+        """A failure no retry fixes: the grant is dead (``expired``) or the client refused
+        (``misconfigured``)."""
+        self.state = state
+        self.consecutive_failures += 1
+        fields = ["state", "consecutive_failures", *self._set_error(now=now, code=code, detail=detail)]
+        if state == CredentialState.EXPIRED:
+            fields += self._tokens_replaced()
+        return [*fields, "updated_at"]
+
+    def record_transient_failure(
+        self, *, now: dt.datetime, code: str, detail: str, failures_before_failing: int
+    ) -> list[str]:
+        """A failure that may pass: counted; only repeated ones show ``refresh_failing``."""
+        self.consecutive_failures += 1
+        fields = ["consecutive_failures", *self._set_error(now=now, code=code, detail=detail)]
+        if self.consecutive_failures >= failures_before_failing and self.state in (
+            CredentialState.CONNECTED, CredentialState.MISSING_SCOPE,
+        ):
+            self.state = CredentialState.REFRESH_FAILING
+            fields.append("state")
+        return [*fields, "updated_at"]
+
+    def mark_revoked(self, *, now: dt.datetime, actor: str) -> list[str]:
+        """Revoked at Google: the access token is forgotten; the refresh token's ciphertext stays
+        so that every later use says "was revoked" and a retry can ask Google again."""
+        self.access_token = None
+        self.access_token_expires_at = None
+        self.state = CredentialState.EXPIRED
+        self.revoked_at = now
+        fields = [
+            "access_token", "access_token_expires_at", "state", "revoked_at",
+            *self._set_error(
+                now=now, code="revoked",
+                detail=f"Revoked at Google by {actor}. Reconnect the account from the dashboard "
+                "to use it again.",
+            ),
+            *self._tokens_replaced(),
+        ]
+        return [*fields, "updated_at"]
+
+    def apply_probe_results(self, *, now: dt.datetime, results: dict[str, str]) -> list[str]:
+        """API probe results (``{"gmail": "ok", "calendar": "missing_scope"}``): a 403 turns a
+        connected grant ``missing_scope``; a clean probe of every product heals it."""
+        self.last_probed_at = now
+        fields = ["last_probed_at"]
+        refused = sorted(api for api, outcome in results.items() if outcome == "missing_scope")
+        all_ok = bool(results) and all(outcome == "ok" for outcome in results.values())
+        if refused and self.state == CredentialState.CONNECTED:
+            self.state = CredentialState.MISSING_SCOPE
+            fields += ["state", *self._set_error(
+                now=now, code="insufficient_scope",
+                detail=f"Google refused the {', '.join(refused)} API with 403 (insufficient scope "
+                "or API disabled). Reconnect the account from the dashboard (/) and grant every "
+                "requested scope.",
+            )]
+        elif all_ok and self.state == CredentialState.MISSING_SCOPE:
+            self.state = CredentialState.CONNECTED
+            fields += ["state", *self._clear_error()]
+        return [*fields, "updated_at"] if len(fields) > 1 else fields
 
 
 class OAuthState(models.Model):
@@ -283,7 +470,8 @@ class AuditEvent(models.Model):
         GoogleCredential, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="audit_events",
     )
-    credential_key = models.CharField(max_length=200, blank=True, default="")
+    #: As long as GoogleCredential.credential_key: 'google:' + an email of up to 254 characters.
+    credential_key = models.CharField(max_length=300, blank=True, default="")
     account = models.CharField(max_length=254, blank=True, default="")
     actor = models.CharField(max_length=200, help_text="user:<name> or process:<name>")
     outcome = models.CharField(max_length=64, blank=True, default="")
@@ -307,8 +495,16 @@ class AuditEvent(models.Model):
         raise TypeError("The audit log is append-only: events cannot be deleted.")
 
 
+class HeartbeatRunQuerySet(models.QuerySet):
+    def last_started_at(self) -> dt.datetime | None:
+        """When the latest sweep started (readiness, ``/metrics`` lag, beat's start-up sweep)."""
+        return self.order_by("-started_at").values_list("started_at", flat=True).first()
+
+
 class HeartbeatRun(models.Model):
     """One heartbeat sweep: when, how it was started, and how many credentials ended in each state."""
+
+    objects = HeartbeatRunQuerySet.as_manager()
 
     trigger = models.CharField(max_length=32, default="beat")
     started_at = models.DateTimeField(db_index=True)
