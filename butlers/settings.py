@@ -208,6 +208,8 @@ for _name in (
     if _name in env:
         globals()[_name] = env.str(_name)
 OAUTH_RATE_LIMIT = env.str("OAUTH_RATE_LIMIT", default="30/m")
+#: Token API calls per service key, e.g. 600/m; 0 turns the limit off.
+SERVICE_KEY_RATE_LIMIT = env.str("SERVICE_KEY_RATE_LIMIT", default="600/m")
 #: Public URL of the dashboard, named in the STARTUP BLOCKED banner (empty = derived).
 BUTLERS_DASHBOARD_URL = env.str("BUTLERS_DASHBOARD_URL", default="")
 for _name in (

@@ -25,6 +25,7 @@ from .models import (
     HeartbeatRun,
     OAuthClient,
     Scope,
+    ServiceKey,
 )
 from .scopes import short_name
 from .services import actor_for_user, audit_record
@@ -301,3 +302,116 @@ class FeatureAdmin(admin.ModelAdmin):
     @admin.display(description="Satisfied by any of")
     def scopes(self, obj: Feature) -> str:
         return ", ".join(s.short_name for s in obj.satisfied_by.all())
+
+
+# --- service keys (the token API) -------------------------------------------------------------------
+class ServiceKeyForm(forms.ModelForm):
+    class Meta:
+        model = ServiceKey
+        fields = ["name", "all_accounts", "accounts", "scopes", "allowed_networks", "expires_at"]
+
+    def clean_allowed_networks(self) -> str:
+        from .service_keys import networks_validate
+
+        try:
+            return networks_validate(self.cleaned_data.get("allowed_networks") or "")
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("all_accounts") and not cleaned.get("accounts"):
+            self.add_error("accounts", "Choose the accounts the key may use, or tick 'All accounts'.")
+        return cleaned
+
+
+@admin.register(ServiceKey)
+class ServiceKeyAdmin(admin.ModelAdmin):
+    """Keys for the token API. The key itself is shown once, on the page after 'Save', never again:
+    only its hash and first characters are stored."""
+
+    form = ServiceKeyForm
+    list_display = ["name", "key_prefix", "status", "account_list", "scope_list", "expires_at",
+                    "last_used_at", "use_count"]
+    search_fields = ["name", "key_prefix"]
+    filter_horizontal = ["accounts", "scopes"]
+    readonly_fields = ["key_prefix", "status", "created_by", "created_at", "last_used_at",
+                       "use_count", "revoked_at"]
+    actions = ["revoke_keys"]
+
+    def get_fieldsets(self, request, obj=None):
+        editable = ["name", "all_accounts", "accounts", "scopes", "allowed_networks", "expires_at"]
+        if obj is None:
+            return [(None, {"fields": editable})]
+        return [
+            (None, {"fields": editable}),
+            ("Use", {"fields": ["key_prefix", "status", "created_by", "created_at", "last_used_at",
+                                "use_count", "revoked_at"]}),
+        ]
+
+    @admin.display(description="Status")
+    def status(self, obj: ServiceKey) -> str:
+        if obj.revoked_at is not None:
+            return f"revoked {obj.revoked_at:%Y-%m-%d %H:%M} UTC"
+        if obj.expires_at is not None and obj.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @admin.display(description="Accounts")
+    def account_list(self, obj: ServiceKey) -> str:
+        if obj.all_accounts:
+            return "all"
+        return ", ".join(str(c) for c in obj.accounts.all()) or "-"
+
+    @admin.display(description="Scopes")
+    def scope_list(self, obj: ServiceKey) -> str:
+        return ", ".join(s.short_name for s in obj.scopes.all()) or "any"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("accounts", "scopes")
+
+    def save_model(self, request, obj: ServiceKey, form, change) -> None:
+        from .service_keys import service_key_issue
+
+        if not change:
+            obj.created_by = actor_for_user(request.user)
+            request._service_key_plaintext = service_key_issue(key=obj)
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            from .service_keys import service_key_audit_created
+
+            service_key_audit_created(key=form.instance, actor=actor_for_user(request.user))
+
+    def response_add(self, request, obj: ServiceKey, post_url_continue=None):
+        """Show the new key on this one page (never stored, never in a message or a redirect)."""
+        from django.template.response import TemplateResponse
+
+        plaintext = getattr(request, "_service_key_plaintext", None)
+        if plaintext is None:  # pragma: no cover - save_model always sets it on add
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Service key {obj.name} created",
+            "key": obj,
+            "plaintext": plaintext,
+        }
+        response = TemplateResponse(request, "admin/oauth/servicekey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys (refused at once)")
+    def revoke_keys(self, request, queryset) -> None:
+        from django.contrib import messages
+
+        from .service_keys import service_key_revoke
+
+        for key in queryset:
+            _, changed = service_key_revoke(name=key.name, actor=actor_for_user(request.user))
+            if changed:
+                messages.success(request, f"Revoked service key {key.name}: it is refused from now on.")
+            else:
+                messages.info(request, f"Service key {key.name} was already revoked.")

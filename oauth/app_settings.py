@@ -46,6 +46,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "GOOGLE_API_BASE_URL": ("https://www.googleapis.com", "Base of the Gmail and Calendar APIs."),
     "OAUTH_HTTP_TIMEOUT": (10.0, "Seconds before any call to Google is abandoned."),
     "OAUTH_RATE_LIMIT": ("30/m", "Consent starts/callbacks per user; '0' turns the limit off."),
+    "SERVICE_KEY_RATE_LIMIT": (
+        "600/m",
+        "Token API calls per service key (POST /api/oauth/token, GET /api/oauth/accounts); '0' "
+        "turns the limit off.",
+    ),
     "OAUTH_STATE_TTL": (600, "Seconds a consent 'state' stays valid."),
     "OAUTH_ACCESS_TOKEN_MARGIN": (300, "Seconds before expiry at which a token is refreshed."),
     "OAUTH_REFRESH_FAILURES_BEFORE_FAILING": (

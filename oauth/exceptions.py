@@ -227,3 +227,57 @@ class ConsentRateLimited(ConsentError):
     description = (
         "Too many consent attempts; wait a minute and try again (limit: OAUTH_RATE_LIMIT)."
     )
+
+
+# --- the token API (service keys) -------------------------------------------------------------------
+class TokenApiError(OAuthError):
+    """A call to the token API that cannot be answered; ``status_code`` is its HTTP status."""
+
+    status_code = 400
+    error = "invalid_request"
+    description = (
+        "The request body must be a JSON object such as {\"account\": \"someone@example.com\"} "
+        "(or empty for the primary account)."
+    )
+
+
+class ServiceKeyInvalid(TokenApiError):
+    """No key, an unknown key, or a revoked or expired one."""
+
+    status_code = 401
+    error = "invalid_key"
+    description = (
+        "Send a valid service key as 'Authorization: Bearer bk_...'. Keys are created in the admin "
+        "(/admin/oauth/servicekey/) or with 'manage.py service_key_create'; a revoked or expired "
+        "key needs a new one."
+    )
+
+
+class ServiceKeyForbidden(TokenApiError):
+    """The key is valid but does not allow this account, these scopes or this client address."""
+
+    status_code = 403
+    error = "forbidden"
+
+
+class ServiceKeyNotFound(TokenApiError):
+    """``service_key_revoke`` named a key that does not exist."""
+
+    status_code = 404
+    error = "service_key_not_found"
+
+
+class TokenApiRateLimited(TokenApiError):
+    """Too many calls with one key (or from one address without a valid key) in a minute."""
+
+    status_code = 429
+    error = "rate_limited"
+    description = "Too many token requests with this key; wait a minute (limit: SERVICE_KEY_RATE_LIMIT)."
+
+
+class TokenAccountNotFound(TokenApiError):
+    """A key allowed every account asked for one that is not stored."""
+
+    status_code = 404
+    error = "account_not_found"
+    description = "No Google account is connected yet. Connect one from the dashboard (/)."
