@@ -25,6 +25,7 @@ from . import scopes as scope_catalogue
 from .app_settings import oauth_settings
 from .exceptions import (
     AccessDenied,
+    AuthorizationFailed,
     ConsentError,
     ConsentStorageFailed,
     EncryptionError,
@@ -50,11 +51,63 @@ logger = logging.getLogger("oauth.consent")
 
 #: Longest ``state`` accepted from a query string (ours are 43 characters).
 MAX_STATE_LENGTH = 128
-#: Provider error codes on the callback that we name back to the user; anything else is generic.
+#: Provider error codes on the callback that have their own error code.
 _KNOWN_CALLBACK_ERRORS = {
     "access_denied": AccessDenied,
     "redirect_uri_mismatch": RedirectUriMismatch,
 }
+_CLIENT_ADVICE = (
+    "Google rejected the OAuth client ({code}). Check the client id in the admin "
+    "(/admin/oauth/oauthclient/) or GOOGLE_OAUTH_CLIENT_ID against Google Cloud Console "
+    "(APIs & Services > Credentials), then connect again."
+)
+_MALFORMED_ADVICE = (
+    "Google found the consent request malformed ({code}). Check the client id and redirect URI "
+    "in the admin (/admin/oauth/oauthclient/), then connect again."
+)
+_OUTAGE_ADVICE = (
+    "Google failed temporarily ({code}). Wait a moment, then start again with 'Connect a Google "
+    "account' on the dashboard (/)."
+)
+#: Other error codes Google documents for the authorization endpoint, and what each means.
+#: Anything else gets AuthorizationFailed's generic text; Google's own value is never echoed.
+_CALLBACK_ERROR_ADVICE = {
+    "invalid_scope": (
+        "Google refused a requested scope ({code}). Check GOOGLE_OAUTH_SCOPES (space-separated "
+        "scope URIs plus 'openid email') and that the Gmail and Calendar APIs are enabled in the "
+        "OAuth client's Google Cloud project, then connect again."
+    ),
+    "invalid_request": _MALFORMED_ADVICE,
+    "unsupported_response_type": _MALFORMED_ADVICE,
+    "invalid_client": _CLIENT_ADVICE,
+    "unauthorized_client": _CLIENT_ADVICE,
+    "deleted_client": _CLIENT_ADVICE,
+    "admin_policy_enforced": (
+        "The account's Google Workspace administrator blocks this app ({code}). Ask them to trust "
+        "the OAuth client in the Admin console (Security > Access and data control > API "
+        "controls), then connect again."
+    ),
+    "org_internal": (
+        "The OAuth client's consent screen is 'Internal' to another Google Workspace "
+        "organisation ({code}): only its members can connect. Use an account of that "
+        "organisation, or set the user type to 'External' in Google Cloud Console."
+    ),
+    "server_error": _OUTAGE_ADVICE,
+    "temporarily_unavailable": _OUTAGE_ADVICE,
+}
+#: How many times a grant is saved when another consent's row collides with it (see _store).
+STORE_ATTEMPTS = 3
+
+
+def _callback_error(code: str) -> ConsentError:
+    """The error for Google's ``?error=`` on the callback, named for what it is."""
+    if code in _KNOWN_CALLBACK_ERRORS:
+        return _KNOWN_CALLBACK_ERRORS[code]()
+    if code in _CALLBACK_ERROR_ADVICE:
+        exc = AuthorizationFailed(_CALLBACK_ERROR_ADVICE[code].format(code=code))
+        exc.google_error = code
+        return exc
+    return AuthorizationFailed()
 
 
 def _now() -> dt.datetime:
@@ -212,14 +265,48 @@ def _store_grant(
 
 
 def _audit_failure(*, user, error: ConsentError) -> None:
+    google_error = getattr(error, "google_error", None)
     try:
         audit_record(
             action=AuditAction.CONSENT_FAILED,
             actor=actor_for_user(user),
             outcome=error.error,
+            detail={"google_error": google_error} if google_error else None,
         )
     except DatabaseError:
         logger.exception("Could not record the failed consent in the audit log")
+
+
+def _is_staff(user) -> bool:
+    return bool(
+        user is not None and getattr(user, "is_active", False) and getattr(user, "is_staff", False)
+    )
+
+
+def _store(**grant) -> ConsentResult:
+    """Save the grant, again when another consent's row collided with it (IntegrityError).
+
+    Two first consents at the same moment each find no primary and both insert
+    credential_key='google'; the loser's retry sees the winner's row and becomes a secondary
+    account ('google:<email>'). Two consents of the same account: the retry finds its row and
+    updates it. Each attempt is its own transaction, so a retry sees what the winner committed.
+    """
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return _store_grant(**grant)
+        except IntegrityError:
+            if attempt == STORE_ATTEMPTS:
+                logger.error(
+                    "Saving the grant collided with other consents saved at the same time "
+                    "%d times in a row; nothing was stored",
+                    attempt,
+                )
+                raise ConsentStorageFailed() from None
+            logger.info("Another consent was saved at the same time; saving this grant again")
+        except (DatabaseError, EncryptionError) as exc:
+            logger.error("Saving the grant for a consent failed: %s", type(exc).__name__)
+            raise ConsentStorageFailed() from None
+    raise AssertionError("unreachable")
 
 
 def consent_complete(
@@ -233,17 +320,24 @@ def consent_complete(
     """Finish the consent Google redirected back with; raises a :class:`ConsentError` subclass.
 
     Order: Google's own ``error`` first (the person declined), then the state, then the code.
+
+    A failure is recorded in the audit log (which the status API reads) only when it carried a
+    valid state of this session, or came from a staff user: an anonymous caller with a made-up
+    ``?error=redirect_uri_mismatch`` must not change what status says for everyone.
     """
+    recorded = _is_staff(user)
     try:
         if error:
             # Google's answer wins, but a valid state is still used up so it cannot be replayed;
             # an invalid one changes nothing about what the person is told.
             try:
                 _state_consume(state=state, user=user, session_binding=session_binding)
+                recorded = True
             except InvalidState:
                 pass
-            raise _KNOWN_CALLBACK_ERRORS.get(error, AccessDenied)()
+            raise _callback_error(error)
         pending = _state_consume(state=state, user=user, session_binding=session_binding)
+        recorded = True
         if not code:
             raise MissingCode()
         client = oauth_client_get()
@@ -255,22 +349,17 @@ def consent_complete(
             client_secret=client.client_secret,
         )
         email = google_consent.userinfo_email(access_token=grant.access_token)
-        try:
-            result = _store_grant(
-                email=email,
-                grant=grant,
-                client_id=client.client_id,
-                requested=list(pending.scopes or []),
-                user=user,
-            )
-        except (DatabaseError, EncryptionError) as exc:
-            logger.error("Saving the grant for a consent failed: %s", type(exc).__name__)
-            if isinstance(exc, IntegrityError):
-                logger.error("Another consent for the same account was saved at the same time")
-            raise ConsentStorageFailed() from None
+        result = _store(
+            email=email,
+            grant=grant,
+            client_id=client.client_id,
+            requested=list(pending.scopes or []),
+            user=user,
+        )
     except ConsentError as exc:
         logger.warning("Consent failed: %s", exc.error)
-        _audit_failure(user=user, error=exc)
+        if recorded:
+            _audit_failure(user=user, error=exc)
         raise
     logger.info(
         "Google account connected (%s, %s)",

@@ -220,6 +220,21 @@ class ConsentStorageFailed(ConsentError):
     )
 
 
+class AuthorizationFailed(ConsentError):
+    """Google's consent page sent back an error other than access_denied / redirect_uri_mismatch.
+
+    The description says what Google's code means (a bad scope, a rejected client, an admin
+    policy, a passing outage) when it is one Google documents; Google's text is never echoed.
+    """
+
+    error = "authorization_failed"
+    description = (
+        "Google refused the consent request with an error this server does not recognise. Start "
+        "again with 'Connect a Google account' on the dashboard (/); if it repeats, check the "
+        "OAuth client in Google Cloud Console (APIs & Services > Credentials)."
+    )
+
+
 class ConsentRateLimited(ConsentError):
     """Too many consent starts or callbacks from one user within OAUTH_RATE_LIMIT's window."""
 

@@ -194,4 +194,13 @@ def userinfo_email(*, access_token: Secret) -> str:
             "Google did not tell which account was connected (no email from the userinfo "
             "endpoint). Make sure GOOGLE_OAUTH_SCOPES includes 'openid email', then connect again."
         )
+    # An unverified address may belong to someone else (it was typed, never proven): the grant
+    # would be stored, and shown, under another person's name.
+    if body.get("email_verified") not in (True, "true"):
+        logger.warning("Google's userinfo endpoint did not confirm the email is verified")
+        raise TokenExchangeFailed(
+            "Google did not confirm that the account's email address is verified "
+            "(email_verified), so nothing was stored. Verify the address in the Google account, "
+            "then connect again."
+        )
     return email.strip().lower()

@@ -257,7 +257,7 @@ def test_any_query_string_is_400_or_302_never_500(staff_client, settings, params
     if response.status_code == 400 and response["Content-Type"].startswith("application/json"):
         assert response.json()["error"] in {
             "invalid_state", "missing_code", "access_denied", "token_exchange_failed",
-            "no_refresh_token", "redirect_uri_mismatch",
+            "no_refresh_token", "redirect_uri_mismatch", "authorization_failed",
         }
 
 
