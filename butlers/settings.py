@@ -208,6 +208,10 @@ for _name in (
     if _name in env:
         globals()[_name] = env.str(_name)
 OAUTH_RATE_LIMIT = env.str("OAUTH_RATE_LIMIT", default="30/m")
+#: /metrics answers a `Bearer` token equal to this, or a client in METRICS_ALLOWED_IPS (comma-
+#: separated addresses or CIDR networks; unset = loopback only).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 #: Token API calls per service key, e.g. 600/m; 0 turns the limit off.
 SERVICE_KEY_RATE_LIMIT = env.str("SERVICE_KEY_RATE_LIMIT", default="600/m")
 #: Public URL of the dashboard, named in the STARTUP BLOCKED banner (empty = derived).
@@ -259,8 +263,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Probes and scrapes come over plain http from inside the deployment (container healthchecks).
-SECURE_REDIRECT_EXEMPT = [r"^api/health", r"^metrics$"]
+# Probes come over plain http from inside the deployment (container healthchecks); they carry no
+# credential and answer nothing secret. /metrics is NOT exempt: its bearer token must not travel
+# in clear, so Prometheus scrapes it over https (docs/runbook.md, "Metrics").
+SECURE_REDIRECT_EXEMPT = [r"^api/health"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"

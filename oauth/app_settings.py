@@ -52,6 +52,12 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "turns the limit off.",
     ),
     "OAUTH_STATE_TTL": (600, "Seconds a consent 'state' stays valid."),
+    "METRICS_TOKEN": ("", "Bearer token /metrics accepts from any address; empty = no token."),
+    "METRICS_ALLOWED_IPS": (
+        [],
+        "Addresses or networks (CIDR) that may read /metrics without a token; empty = loopback "
+        "only (127.0.0.0/8, ::1).",
+    ),
     "OAUTH_ACCESS_TOKEN_MARGIN": (300, "Seconds before expiry at which a token is refreshed."),
     "OAUTH_REFRESH_FAILURES_BEFORE_FAILING": (
         3,

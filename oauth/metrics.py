@@ -9,9 +9,11 @@ so they are right whichever process answers the scrape.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +26,10 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from .app_settings import oauth_settings
+
+_LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
 REFRESHES = Counter(
     "butlers_oauth_refreshes",
@@ -65,7 +71,21 @@ PROBES = Counter(
 
 
 class StoredStateCollector:
-    """Credentials by state and heartbeat lag, read from the database at scrape time."""
+    """Credentials by state and heartbeat lag, read from the database at scrape time.
+
+    When the database cannot be read, those gauges are left out (a made-up 0 would look like
+    'no credential') and ``butlers_oauth_stored_state_scrape_error`` says 1, so an alert can tell
+    "nothing to report" from "could not look".
+    """
+
+    @staticmethod
+    def _scrape_error(value: int) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "butlers_oauth_stored_state_scrape_error",
+            "1 when this scrape could not read the stored-state gauges (credentials by state, "
+            "heartbeat lag) from the database, else 0.",
+            value=value,
+        )
 
     def collect(self):
         from django.db.models import Count
@@ -100,7 +120,9 @@ class StoredStateCollector:
                 .first()
             )
         except Exception:  # a scrape must answer even when the database does not
+            yield self._scrape_error(1)
             return
+        yield self._scrape_error(0)
         for state, n in sorted(counts.items()):
             by_state.add_metric([state], n)
         lag.add_metric([], (timezone.now() - last).total_seconds() if last else -1)
@@ -125,6 +147,69 @@ def metrics_text() -> bytes:
     return generate_latest(_process_registry()) + generate_latest(_stored_state_registry)
 
 
+def _allowed_networks() -> list:
+    entries = oauth_settings.METRICS_ALLOWED_IPS or _LOOPBACK
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            continue  # reported by `manage.py check` (oauth.E003); never widens the list
+    return networks
+
+
+def _address_allowed(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in _allowed_networks())
+
+
+def metrics_access_refusal(request) -> HttpResponse | None:
+    """None when the caller may read /metrics, else the 401/403 to answer.
+
+    A ``Bearer`` token equal to METRICS_TOKEN passes from any address; otherwise the client
+    address (REMOTE_ADDR, never a forwarded header a client could write) must be in
+    METRICS_ALLOWED_IPS, which is loopback only when unset.
+    """
+    header = request.headers.get("Authorization", "")
+    token = str(oauth_settings.METRICS_TOKEN or "")
+    if header:
+        scheme, _, presented = header.partition(" ")
+        if (
+            token
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(presented.strip().encode(), token.encode())
+        ):
+            return None
+        response = JsonResponse(
+            {
+                "error": "invalid_token",
+                "description": "Wrong or unexpected Authorization for /metrics: send "
+                "'Authorization: Bearer <METRICS_TOKEN>'.",
+            },
+            status=401,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="butlers-metrics"'
+        return response
+    if _address_allowed(request.META.get("REMOTE_ADDR", "")):
+        return None
+    return JsonResponse(
+        {
+            "error": "forbidden",
+            "description": "/metrics answers only a Bearer token equal to METRICS_TOKEN or a "
+            "client address listed in METRICS_ALLOWED_IPS (unset: loopback only).",
+        },
+        status=403,
+    )
+
+
 def metrics_view(request):
     """``GET /metrics``: django-prometheus's metrics, ours, and the stored-state gauges."""
+    refusal = metrics_access_refusal(request)
+    if refusal is not None:
+        return refusal
     return HttpResponse(metrics_text(), content_type=CONTENT_TYPE_LATEST)
