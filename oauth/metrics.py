@@ -69,6 +69,14 @@ PROBES = Counter(
     ["api", "outcome"],
 )
 
+TOKEN_API_CALLS = Counter(
+    "butlers_oauth_token_api_calls",
+    "Calls to the token API (POST /api/oauth/token, GET /api/oauth/accounts), by service key "
+    "name ('unknown' when no valid key was sent), endpoint and outcome ('issued', 'listed', or "
+    "the error code answered). Never a key or a token.",
+    ["key", "endpoint", "outcome"],
+)
+
 
 class StoredStateCollector:
     """Credentials by state and heartbeat lag, read from the database at scrape time.

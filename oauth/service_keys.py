@@ -69,14 +69,22 @@ def networks_validate(value: str) -> str:
 
 
 def _scopes_for(names: Iterable[str]) -> list[Scope]:
+    """Scope rows for short names or URIs: stored ones, or catalogue ones (created as needed)."""
     uris = scope_catalogue.normalize_scopes(list(names))
     found = {scope.uri: scope for scope in Scope.objects.filter(uri__in=uris)}
-    unknown = [uri for uri in uris if uri not in found]
+    unknown = [uri for uri in uris if uri not in found and uri not in scope_catalogue.SCOPES]
     if unknown:
-        known = ", ".join(sorted(Scope.objects.values_list("short_name", flat=True)))
-        raise ValueError(
-            f"Unknown scope(s): {', '.join(unknown)}. Known scopes: {known}."
+        known = sorted(
+            set(Scope.objects.values_list("short_name", flat=True))
+            | {short for short, _ in scope_catalogue.SCOPES.values()}
         )
+        raise ValueError(f"Unknown scope(s): {', '.join(unknown)}. Known scopes: {', '.join(known)}.")
+    for uri in uris:
+        if uri not in found:
+            short, description = scope_catalogue.SCOPES[uri]
+            found[uri], _ = Scope.objects.get_or_create(
+                uri=uri, defaults={"short_name": short, "description": description}
+            )
     return [found[uri] for uri in uris]
 
 

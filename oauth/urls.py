@@ -1,7 +1,7 @@
 """URLs of the consent flow, the status API and the dashboard (paths are DESIGN.md's contract)."""
 from django.urls import path
 
-from . import views
+from . import api, views
 
 app_name = "oauth"
 urlpatterns = [
@@ -9,4 +9,7 @@ urlpatterns = [
     path("api/oauth/status", views.oauth_status, name="status"),
     path("api/oauth/google/start", views.google_start, name="google-start"),
     path("api/oauth/google/callback", views.google_callback, name="google-callback"),
+    path("api/oauth/token", api.token, name="token"),
+    path("api/oauth/accounts", api.accounts, name="accounts"),
+    path("api/schema", api.schema, name="schema"),
 ]
