@@ -177,3 +177,51 @@ def test_the_commands_as_real_processes_exit_codes(credential_factory, subproces
     assert unknown.returncode == 1 and "No service key named 'nope'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
     assert revoked.returncode == 0 and ServiceKey.objects.get(name="svc").revoked_at is not None
+
+
+# --- the admin --------------------------------------------------------------------------------------
+def test_the_admin_shows_a_new_key_once_and_never_again(staff_client, credential_factory):
+    alice = credential_factory(email="alice@example.com")
+
+    created = staff_client.post("/admin/oauth/servicekey/add/", {
+        "name": "gmail-butler", "accounts": [alice.pk], "allowed_networks": "10.0.0.0/8",
+    })
+
+    assert created.status_code == 200, created.content[:2000]
+    page = created.content.decode()
+    key = ServiceKey.objects.get(name="gmail-butler")
+    plaintext = page.split('id="service-key"')[0].rsplit('value="', 1)[1].split('"')[0]
+    assert plaintext.startswith("bk_") and key.key_hash == hashlib.sha256(plaintext.encode()).hexdigest()
+    assert "will not be shown again" in page and "no-store" in created["Cache-Control"]
+    assert key.created_by == "user:operator"
+    assert service_key_authenticate(authorization=f"Bearer {plaintext}", address="10.0.0.1")
+    later = [
+        staff_client.get("/admin/oauth/servicekey/").content.decode(),
+        staff_client.get(f"/admin/oauth/servicekey/{key.pk}/change/").content.decode(),
+        staff_client.get("/admin/oauth/auditevent/").content.decode(),
+    ]
+    for html in later:
+        assert plaintext not in html and plaintext[11:] not in html
+    assert key.key_prefix in later[0]  # recognisable by its first characters
+    assert AuditEvent.objects.filter(action="service_key_created", actor="user:operator").exists()
+
+
+def test_the_admin_refuses_a_key_without_accounts_or_with_a_bad_network(staff_client):
+    response = staff_client.post("/admin/oauth/servicekey/add/", {"name": "svc", "allowed_networks": "nowhere"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Choose the accounts the key may use" in page and "is not an IP address" in page
+    assert not ServiceKey.objects.exists()
+
+
+def test_the_admin_action_revokes_keys(staff_client):
+    _, plaintext = _create(name="svc", all_accounts=True)
+    key = ServiceKey.objects.get(name="svc")
+
+    response = staff_client.post("/admin/oauth/servicekey/", {
+        "action": "revoke_keys", "_selected_action": [key.pk],
+    }, follow=True)
+
+    assert "Revoked service key svc" in response.content.decode()
+    with pytest.raises(ServiceKeyInvalid):
+        service_key_authenticate(authorization=f"Bearer {plaintext}", address="127.0.0.1")
