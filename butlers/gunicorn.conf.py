@@ -8,6 +8,9 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8200")
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 graceful_timeout = 10
+# no gunicornc control socket: nothing here uses it, and its default path ($HOME/.gunicorn) is one
+# per user, so a second gunicorn on the machine (another checkout, a test) would take it over
+control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 

@@ -6,6 +6,7 @@ cache and a file-system Celery broker, all under ``var/``.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,20 @@ from django.core.management.utils import get_random_secret_key
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("BUTLERS_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+#: Written by `make run` / `make demo` on a development checkout: DEBUG on, plain-http cookies, the
+#: stores and (demo) Google endpoints that run uses, so `manage.py`, `celery` and the runbook's
+#: snippets on that checkout match the running app. Its values never override the environment,
+#: and it is not read at all when SECRET_KEY is set: every production environment sets it (and
+#: the Docker image and the systemd units have no such file).
+DEV_ENV_FILE = VAR_DIR / "dev.env"
+if DEV_ENV_FILE.is_file() and "SECRET_KEY" not in os.environ:
+    environ.Env.read_env(DEV_ENV_FILE, overwrite=False)
+
+# prometheus_client's multiprocess mode writes a file per process into this folder: every process
+# (web, worker, beat, a command) creates it, so none dies at its first metric on a missing folder.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
@@ -43,6 +58,8 @@ if not SECRET_KEY:
         _stop(
             "SECRET_KEY is not set. Generate one with: "
             "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            f" (on a development checkout, run `make run` once: its settings in {DEV_ENV_FILE}"
+            " are then read by manage.py and celery)"
         )
     SECRET_KEY = _dev_value("secret-key", get_random_secret_key)
 
@@ -53,6 +70,8 @@ if not OAUTH_ENCRYPTION_KEYS:
         _stop(
             "OAUTH_ENCRYPTION_KEYS is not set. Generate a key with: "
             "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            f" (on a development checkout, run `make run` once: its settings in {DEV_ENV_FILE}"
+            " are then read by manage.py and celery)"
         )
     OAUTH_ENCRYPTION_KEYS = [_dev_value("encryption-key", lambda: Fernet.generate_key().decode())]
 
@@ -70,6 +89,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "oauth",
     "connectors",
+    "butlers.apps.ButlersConfig",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +175,8 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
     CELERY_REDBEAT_REDIS_URL = REDIS_URL
+    # set, so redbeat does not fall back to the broker's options (and warn about it)
+    CELERY_REDBEAT_REDIS_OPTIONS = {}
     CELERY_REDBEAT_KEY_PREFIX = "butlers:redbeat:"
     CELERY_REDBEAT_LOCK_TIMEOUT = 300
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
@@ -162,7 +184,8 @@ else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # "localhost": kombu warns "No hostname was supplied" for every connection without one
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -241,8 +264,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -1,40 +1,91 @@
-"""Run the fake Google on its own: ``python -m tests.fake_google --port 8300``.
+"""Run the fake Google on its own: ``python -m tests.fake_google``.
 
 It serves an interactive consent page, so the whole flow can be tried in a browser without Google.
+Its port follows the app's (``BUTLERS_PORT`` + 100, so 8300 beside 8200) unless ``--port`` or
+``FAKE_GOOGLE_PORT`` says otherwise, and the grants it issues are kept in ``--state-file``
+(default ``var/fake-google.json``): restarting it does not expire the accounts connected through it.
+``make demo`` starts it beside the app, already pointed at it.
 """
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
 
 from .server import FakeGoogle
 
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CLIENT_ID = "butlers-demo.apps.googleusercontent.com"
+#: a local fake's made-up secret: printed so the exports can be pasted as they are
+DEMO_CLIENT_SECRET = "demo-fake-google-secret"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8300)
-    parser.add_argument("--client-id", default="butlers-local.apps.googleusercontent.com")
-    parser.add_argument("--client-secret", default="local-fake-secret")
+
+def app_port() -> int:
+    return int(os.environ.get("BUTLERS_PORT") or 8200)
+
+
+def fake_port() -> int:
+    """The fake's port: FAKE_GOOGLE_PORT, else the app's port + 100."""
+    return int(os.environ.get("FAKE_GOOGLE_PORT") or app_port() + 100)
+
+
+def app_env(*, fake_url: str, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """Everything the app needs to use the fake: endpoints, client, redirect URI on its port."""
+    fake = FakeGoogle()
+    fake.port = int(fake_url.rsplit(":", 1)[1])
+    return {
+        **fake.env(),
+        "GOOGLE_OAUTH_CLIENT_ID": DEMO_CLIENT_ID,
+        "GOOGLE_OAUTH_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+        "GOOGLE_OAUTH_REDIRECT_URI": f"http://{host}:{port}/api/oauth/google/callback",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=None, help="default: FAKE_GOOGLE_PORT, else BUTLERS_PORT + 100")
+    parser.add_argument("--app-port", type=int, default=None, help="the app's port, for the printed redirect URI")
+    parser.add_argument("--client-id", default=DEMO_CLIENT_ID)
+    parser.add_argument("--client-secret", default=DEMO_CLIENT_SECRET)
+    parser.add_argument("--state-file", default=str(ROOT / "var" / "fake-google.json"),
+                        help="where issued grants are kept across restarts ('' keeps them in memory)")
     parser.add_argument("--token-latency", type=float, default=0.0, help="seconds per /token call")
-    args = parser.parse_args()
+    parser.add_argument("--quiet", action="store_true", help="print one line, not the exports")
+    args = parser.parse_args(argv)
+    port = args.port if args.port is not None else fake_port()
     fake = FakeGoogle(
-        client_id=args.client_id, client_secret=args.client_secret, port=args.port, interactive=True
+        client_id=args.client_id, client_secret=args.client_secret, port=port, interactive=True,
+        state_file=args.state_file or None,
     )
     fake.token_latency = args.token_latency
-    fake.start()
-    print(f"Fake Google on {fake.url}. Point Butlers at it with:")
-    for name, value in fake.env().items():
-        print(f"  export {name}={value}")
-    print(f"  export GOOGLE_OAUTH_CLIENT_ID={args.client_id}")
-    # a local fake's made-up secret, printed so the exports can be pasted as they are
-    print(f"  export GOOGLE_OAUTH_CLIENT_SECRET={args.client_secret}")
-    print("  export GOOGLE_OAUTH_REDIRECT_URI=http://127.0.0.1:8200/api/oauth/google/callback")
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+        fake.start()
+    except OSError as exc:
+        print(f"fake Google: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+              "set FAKE_GOOGLE_PORT or --port to a free port", file=sys.stderr)
+        return 2
+    if args.quiet:
+        print(f"Fake Google on {fake.url} ({len(fake.grants)} grants kept in {args.state_file or 'memory'})",
+              flush=True)
+    else:
+        print(f"Fake Google on {fake.url}. Point Butlers at it with:")
+        env = app_env(fake_url=fake.url, port=args.app_port or app_port())
+        env["GOOGLE_OAUTH_CLIENT_ID"] = args.client_id
+        env["GOOGLE_OAUTH_CLIENT_SECRET"] = args.client_secret
+        for name, value in env.items():
+            print(f"  export {name}={value}")
+        print("(`make demo` does all of this for you.)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    fake.stop()
+    fake.save()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

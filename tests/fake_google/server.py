@@ -11,12 +11,14 @@ import hashlib
 import html
 import itertools
 import json
+import os
 import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 AUTH = "https://www.googleapis.com/auth/"
@@ -81,7 +83,11 @@ class _Mailbox:
 
 
 class FakeGoogle:
-    """The fake. ``start()`` binds 127.0.0.1 on a free port (or ``port``)."""
+    """The fake. ``start()`` binds 127.0.0.1 on a free port (or ``port``).
+
+    With ``state_file``, the grants and access tokens it issued are kept in that JSON file and read
+    back at ``start()``: a restarted fake still honours the refresh tokens the app stored.
+    """
 
     def __init__(
         self,
@@ -90,7 +96,9 @@ class FakeGoogle:
         client_secret: str = "GOCSPX-test-client-secret-PLAINTEXT",
         port: int = 0,
         interactive: bool = False,
+        state_file: str | os.PathLike | None = None,
     ) -> None:
+        self.state_file = Path(state_file) if state_file else None
         self.clients: dict[str, str] = {client_id: client_secret}
         self.deleted_clients: set[str] = set()
         self.port = port
@@ -103,6 +111,7 @@ class FakeGoogle:
         self.rotate_refresh_tokens = False
         self.omit_refresh_token_on_exchange = False
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._token_failures: list[tuple[int, str]] = []
         self._api_failures: list[tuple[int, int | None, str]] = []
@@ -126,6 +135,7 @@ class FakeGoogle:
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> FakeGoogle:
+        self._load()
         fake = self
 
         class Handler(_Handler):
@@ -146,6 +156,39 @@ class FakeGoogle:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    # --- persistence (state_file) -------------------------------------------------------------------
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.is_file():
+            return
+        data = json.loads(self.state_file.read_text())
+        with self._lock:
+            self.grants = {t: _Grant(**g) for t, g in data.get("grants", {}).items()}
+            self.access_tokens = {t: _AccessToken(**a) for t, a in data.get("access_tokens", {}).items()}
+            for email in data.get("accounts", []):
+                self.mailboxes.setdefault(email, _Mailbox())
+
+    def save(self) -> None:
+        """Write the grants and live access tokens to ``state_file`` (atomically); no-op without one."""
+        if self.state_file is None:
+            return
+        now = time.time()
+        with self._lock:
+            data = {
+                "grants": {t: asdict(g) for t, g in self.grants.items()},
+                "access_tokens": {
+                    t: asdict(a) for t, a in self.access_tokens.items() if a.expires_at > now
+                },
+                "accounts": sorted(self.mailboxes),
+            }
+        with self._save_lock:  # one writer at a time: requests are served by many threads
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+            # the fake's made-up tokens, but tokens all the same: owner-only
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.state_file)
 
     def __enter__(self) -> FakeGoogle:
         return self.start()
@@ -212,6 +255,7 @@ class FakeGoogle:
             for grant in self.grants.values():
                 if grant.email == email:
                     grant.revoked = True
+        self.save()
 
     def revoke_access_tokens(self, email: str) -> None:
         with self._lock:
@@ -497,6 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
             if grant_type == "refresh_token":
                 with fake._lock:
                     fake._in_flight -= 1
+            fake.save()
 
     def _exchange(self, form: dict, client_id: str):
         fake = self.fake
@@ -566,6 +611,7 @@ class _Handler(BaseHTTPRequestHandler):
             for value in fake.access_tokens.values():
                 if value.refresh_token == refresh or value is access:
                     value.revoked = True
+        fake.save()
         return self._send(200, {})
 
     # --- bearer APIs ------------------------------------------------------------------------------
