@@ -2,18 +2,53 @@
 
 ``curl -u operator ".../api/oauth/google/start?redirect=false"`` answers like a staff browser
 session would. Only ``/api/`` paths accept it, only staff accounts pass, nothing is stored in a
-session, and failed attempts are rate-limited per client address. Use it over HTTPS only.
+session. Use it over HTTPS only.
+
+Wrong passwords are counted by django-axes through ``authenticate(request, ...)``, exactly like the
+admin login form: one policy (``AXES_*`` in settings: 10 failures for one username from one
+address, then 15 minutes refused) and one lockout shared by both doors. It is kept in the
+database, so it needs no cache: with Redis down, Basic logins still work and are still limited.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 
+from django.conf import settings
 from django.contrib.auth import authenticate
-from django.http import JsonResponse
-from django_ratelimit.core import is_ratelimited
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
 
-FAILED_ATTEMPTS_RATE = "10/m"
+
+def client_address(request: HttpRequest) -> str | None:
+    """The address lockouts are keyed on: the TCP peer, never a header a client could write."""
+    return request.META.get("REMOTE_ADDR")
+
+
+def lockout_response(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' lockout answer (AXES_LOCKOUT_CALLABLE): 429, when to retry, Retry-After.
+
+    Every failure during a lockout restarts the cool-off, so it ends AXES_COOLOFF_TIME from now.
+    """
+    cool_off = settings.AXES_COOLOFF_TIME
+    retry_at = timezone.now() + cool_off
+    minutes = max(1, math.ceil(cool_off.total_seconds() / 60))
+    description = (
+        "Too many failed logins for this username from this address. Try again after "
+        f"{retry_at:%Y-%m-%d %H:%M} UTC (in {minutes} minutes); every further attempt before "
+        "then restarts the wait. An administrator can lift it with "
+        "'manage.py axes_reset_username <username>'."
+    )
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"error": "locked_out", "description": description}, status=429)
+    else:
+        response = render(
+            request, "registration/locked_out.html", {"description": description}, status=429
+        )
+    response["Retry-After"] = str(math.ceil(cool_off.total_seconds()))
+    return response
 
 
 def _unauthorized(description: str, status: int = 401) -> JsonResponse:
@@ -35,17 +70,16 @@ class StaffBasicAuthMiddleware:
         return self.get_response(request)
 
     def _authenticate(self, request, encoded: str):
-        if is_ratelimited(request, group="basic-auth", key="ip", rate=FAILED_ATTEMPTS_RATE,
-                          increment=False):
-            return _unauthorized("Too many failed logins; wait a minute.", status=429)
         try:
             username, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             username, password = "", ""
+        # django-axes counts a failure here and refuses a locked-out username/address pair
+        # (authenticate then returns None and marks the request).
         user = authenticate(request, username=username, password=password) if username else None
+        if getattr(request, "axes_locked_out", False):
+            return lockout_response(request)
         if user is None or not (user.is_active and user.is_staff):
-            is_ratelimited(request, group="basic-auth", key="ip", rate=FAILED_ATTEMPTS_RATE,
-                           increment=True)
             return _unauthorized("Wrong username or password, or not a staff account.")
         request.user = user
         request._dont_enforce_csrf_checks = True  # no cookie involved: nothing to forge

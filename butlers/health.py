@@ -64,12 +64,12 @@ def check_beat() -> str:
     Before the first sweep, a deployment is given two intervals from its oldest credential (or is
     fine with no credential at all: there is nothing to keep alive yet).
     """
-    from oauth.models import GoogleCredential, HeartbeatRun
+    from oauth.selectors import heartbeat_last_started_at, oldest_credential_created_at
 
     interval = settings.OAUTH_HEARTBEAT_INTERVAL
     limit = timezone.timedelta(seconds=2 * interval)
     now = timezone.now()
-    last = HeartbeatRun.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+    last = heartbeat_last_started_at()
     if last is not None:
         age = now - last
         if age > limit:
@@ -78,9 +78,7 @@ def check_beat() -> str:
                 f"{int(limit.total_seconds())} s): is 'celery beat' running?"
             )
         return f"last sweep {int(age.total_seconds())} s ago"
-    oldest = (
-        GoogleCredential.objects.order_by("created_at").values_list("created_at", flat=True).first()
-    )
+    oldest = oldest_credential_created_at()
     if oldest is None:
         return "no credential to keep alive yet"
     if now - oldest > limit:

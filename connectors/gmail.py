@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from oauth.app_settings import oauth_settings
 from oauth.exceptions import CredentialError
 from oauth.models import CredentialState, GoogleCredential
 from oauth.selectors import env_credential_present
 
+from .app_settings import connector_settings
 from .exceptions import GmailCredentialError, GmailRequestError, GmailTokenRefreshError
 from .google_api import GoogleApiClient, path_segment
 from .models import GmailMailbox, GmailMessage
@@ -193,13 +193,17 @@ def _follow_history(client: GmailClient, mailbox: GmailMailbox) -> tuple[int, st
     return ingested, cursor
 
 
-def gmail_poll(*, account: str | None = None, actor: str = "process:gmail-connector") -> PollResult:
+def gmail_poll(
+    *, account: str | None = None, actor: str = "process:gmail-connector",
+    token_source: Callable[..., str] | None = None,
+) -> PollResult:
     """Poll one mailbox once (``account`` email, or the primary credential).
 
+    ``token_source`` replaces the token service (the broker mode, connectors/broker_mode.py).
     Raises :class:`GmailCredentialError`, :class:`GmailTokenRefreshError` (``reconsent_required``
     for an expired grant) or :class:`GmailRequestError`.
     """
-    client = GmailClient(account=account, actor=actor)
+    client = GmailClient(account=account, actor=actor, token_source=token_source)
     profile = client.profile()
     email = str(profile.get("emailAddress") or "").strip().lower()
     if not email:
@@ -210,7 +214,7 @@ def gmail_poll(*, account: str | None = None, actor: str = "process:gmail-connec
 
     if not mailbox.history_id:
         # The cursor is read before the listing, so nothing arriving meanwhile is skipped.
-        ingested = _relist(client, mailbox, limit=int(oauth_settings.GMAIL_BASELINE_MESSAGES))
+        ingested = _relist(client, mailbox, limit=int(connector_settings.GMAIL_BASELINE_MESSAGES))
         mode, cursor = "baseline", str(profile.get("historyId") or "")
         mailbox.baselined_at = now
     else:
@@ -222,9 +226,9 @@ def gmail_poll(*, account: str | None = None, actor: str = "process:gmail-connec
                 raise
             logger.warning(
                 "Gmail no longer knows history cursor %s of %s; re-listing up to %s messages",
-                mailbox.history_id, email, oauth_settings.GMAIL_RELIST_LIMIT,
+                mailbox.history_id, email, connector_settings.GMAIL_RELIST_LIMIT,
             )
-            ingested = _relist(client, mailbox, limit=int(oauth_settings.GMAIL_RELIST_LIMIT))
+            ingested = _relist(client, mailbox, limit=int(connector_settings.GMAIL_RELIST_LIMIT))
             mode, cursor = "relist", str(profile.get("historyId") or "")
             mailbox.last_relisted_at = now
 

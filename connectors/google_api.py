@@ -9,29 +9,22 @@ itself; this module logs only the API outcome.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from butlers.logging import redact_text
-from oauth.app_settings import oauth_settings
 from oauth.exceptions import CredentialError, ReconsentRequired, TokenError
+from oauth.google import transport
+
+from .app_settings import connector_settings
 
 from .exceptions import (
     ConnectorCredentialError,
     ConnectorRequestError,
     ConnectorTokenRefreshError,
 )
-
-session = requests.Session()
-_adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
-session.mount("https://", _adapter)
-session.mount("http://", _adapter)
-session.headers["User-Agent"] = "butlers-connectors/1"
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -42,34 +35,6 @@ sleep = time.sleep
 def path_segment(value: str) -> str:
     """Quote one path segment (calendar ids hold '@' and '#')."""
     return quote(value, safe="")
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-
-
-def _google_message(response: requests.Response) -> str:
-    """Google's short error message (``{"error": {"message": ...}}``), redacted and capped."""
-    message = ""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            message = str(error.get("message") or error.get("status") or "")
-        elif isinstance(error, str):
-            message = str(body.get("error_description") or error)
-    if not message:
-        message = response.reason or f"HTTP {response.status_code}"
-    return redact_text(message)[:200]
 
 
 class GoogleApiClient:
@@ -85,9 +50,15 @@ class GoogleApiClient:
     logger: ClassVar[logging.Logger] = logging.getLogger("connectors")
     success_level: ClassVar[int] = logging.INFO
 
-    def __init__(self, *, account: str | None = None, actor: str = "process:connector") -> None:
+    def __init__(
+        self, *, account: str | None = None, actor: str = "process:connector",
+        token_source: Callable[..., str] | None = None,
+    ) -> None:
         self.account = account
         self.actor = actor
+        #: ``(force_refresh=False) -> str``: where tokens come from instead of the token service
+        #: (the broker mode, connectors/broker_mode.py); it raises the token service's errors.
+        self.token_source = token_source
         self._token: str | None = None
 
     def __repr__(self) -> str:
@@ -98,9 +69,12 @@ class GoogleApiClient:
         from oauth.tokens import access_token_get
 
         try:
-            token = access_token_get(
-                account=self.account, force_refresh=force_refresh, actor=self.actor
-            )
+            if self.token_source is not None:
+                value = self.token_source(force_refresh=force_refresh)
+            else:
+                value = access_token_get(
+                    account=self.account, force_refresh=force_refresh, actor=self.actor
+                ).value
         except CredentialError as exc:
             raise self.credential_error(str(exc)) from None
         except ReconsentRequired as exc:
@@ -111,8 +85,8 @@ class GoogleApiClient:
             raise self.token_refresh_error(
                 f"Failed to refresh access token: {exc}", error=exc.error
             ) from None
-        self._token = token.value
-        return token.value
+        self._token = value
+        return value
 
     # --- requests ----------------------------------------------------------------------------
     def request(
@@ -124,20 +98,19 @@ class GoogleApiClient:
         json: dict | None = None,
     ) -> dict | None:
         """Call ``GOOGLE_API_BASE_URL + path``; returns the JSON body (None for 204)."""
-        url = oauth_settings.GOOGLE_API_BASE_URL + path
+        url = connector_settings.GOOGLE_API_BASE_URL + path
         token = self._token or self._access_token()
         refreshed = False
         attempt = 0
-        max_retries = int(oauth_settings.CONNECTOR_MAX_RETRIES)
+        max_retries = int(connector_settings.CONNECTOR_MAX_RETRIES)
         while True:
             try:
-                response = session.request(
+                response = transport.send(
                     method,
                     url,
                     params=params,
                     json=json,
                     headers={"Authorization": f"Bearer {token}"},
-                    timeout=float(oauth_settings.OAUTH_HTTP_TIMEOUT),
                 )
             except requests.RequestException as exc:
                 if attempt < max_retries:
@@ -159,7 +132,7 @@ class GoogleApiClient:
                 continue
             if status in RETRY_STATUSES and attempt < max_retries:
                 attempt += 1
-                wait = self._backoff(attempt, _retry_after(response))
+                wait = self._backoff(attempt, transport.retry_after(response))
                 self.logger.warning(
                     "%s API answered %s for %s %s; retrying in %.1f s (%d/%d)",
                     self.log_name, status, method, path, wait, attempt, max_retries,
@@ -168,7 +141,8 @@ class GoogleApiClient:
                 continue
             if status >= 400:
                 message = (
-                    f"{self.error_name} API request failed ({status}): {_google_message(response)}"
+                    f"{self.error_name} API request failed ({status}): "
+                    f"{transport.parse_error(response).description}"
                 )
                 self.logger.error("%s [%s %s]", message, method, path)
                 raise self.request_error(message, status_code=status)
@@ -188,7 +162,7 @@ class GoogleApiClient:
 
     @staticmethod
     def _backoff(attempt: int, retry_after: float | None) -> float:
-        cap = float(oauth_settings.CONNECTOR_MAX_RETRY_AFTER)
-        if retry_after is not None:
-            return min(retry_after, cap)
-        return min(cap, 0.5 * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+        return transport.backoff(
+            attempt, base=0.5, cap=float(connector_settings.CONNECTOR_MAX_RETRY_AFTER),
+            asked=retry_after,
+        )

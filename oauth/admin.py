@@ -20,6 +20,7 @@ from .app_settings import is_loopback_host
 from .models import (
     AuditAction,
     AuditEvent,
+    CredentialState,
     Feature,
     GoogleCredential,
     HeartbeatRun,
@@ -28,6 +29,8 @@ from .models import (
     ServiceKey,
 )
 from .scopes import short_name
+from .selectors import credential_states
+from .tokens.stored import oauth_client
 from .services import actor_for_user, audit_record
 
 
@@ -161,6 +164,22 @@ class ScopeListFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StateListFilter(admin.SimpleListFilter):
+    """By the state an operator sees (the status API's), not the stored column alone."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return CredentialState.choices
+
+    def queryset(self, request, queryset):
+        if self.value():
+            ids = [c.pk for c, state in credential_states() if state == self.value()]
+            return queryset.filter(pk__in=ids)
+        return queryset
+
+
 @admin.register(GoogleCredential)
 class GoogleCredentialAdmin(admin.ModelAdmin):
     list_display = [
@@ -172,7 +191,7 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
         "refresh_token_age",
         "days_to_idle_limit",
     ]
-    list_filter = ["state", ScopeListFilter, "source"]
+    list_filter = [StateListFilter, ScopeListFilter, "source"]
     actions = CREDENTIAL_ACTIONS  # oauth/admin_actions.py: refresh now, test, revoke at Google
     search_fields = ["email", "credential_key"]
     ordering = ["credential_key"]
@@ -227,7 +246,7 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
 
     @admin.display(description="State")
     def current_state(self, obj: GoogleCredential) -> str:
-        return obj.effective_state()
+        return CredentialState(obj.effective_state(client_configured=oauth_client() is not None)).label
 
     @admin.display(description="Granted scopes")
     def scopes(self, obj: GoogleCredential):

@@ -38,8 +38,7 @@ def refresh_now(modeladmin, request, queryset) -> None:
 
 @admin.action(description="Test (get a token and touch each granted API)")
 def test_credential(modeladmin, request, queryset) -> None:
-    from connectors.probes import credential_probe
-
+    from .google.probes import credential_probe
     from .heartbeat import probe_results_store
     from .tokens import access_token_get
 
@@ -53,7 +52,7 @@ def test_credential(modeladmin, request, queryset) -> None:
                 request, f"{credential}: no access token: {exc}", level=messages.ERROR
             )
             continue
-        results = credential_probe(credential=credential, access_token=token.value)
+        results = credential_probe(granted=credential.granted_scope_list(), access_token=token.value)
         probe_results_store(credential=credential, results=results, actor=actor)
         healthy = bool(results) and all(outcome == "ok" for outcome in results.values())
         summary = ", ".join(f"{api}: {outcome}" for api, outcome in sorted(results.items()))

@@ -87,23 +87,6 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         7,
         "A grant dying about this many days after consent is the 'Testing' publishing-status case.",
     ),
-    "GMAIL_POLL_INTERVAL": (60, "Seconds between Gmail polls."),
-    "GMAIL_BASELINE_MESSAGES": (
-        25,
-        "Recent INBOX messages ingested when a mailbox is first polled (its baseline).",
-    ),
-    "GMAIL_RELIST_LIMIT": (
-        100,
-        "Most INBOX messages re-listed when Google no longer knows the stored history cursor.",
-    ),
-    "CONNECTOR_MAX_RETRIES": (
-        3,
-        "Retries of a Gmail/Calendar API call that Google answered 429 or 503.",
-    ),
-    "CONNECTOR_MAX_RETRY_AFTER": (
-        30.0,
-        "Longest wait, in seconds, honoured from a Retry-After header before a retry.",
-    ),
     "BUTLERS_DASHBOARD_URL": (
         "",
         "Where operators find the dashboard (named in the STARTUP BLOCKED banner); empty = "

@@ -39,7 +39,6 @@ from .models import (
     PRIMARY_CREDENTIAL_KEY,
     AuditAction,
     CredentialSource,
-    CredentialState,
     GoogleCredential,
     OAuthState,
 )
@@ -224,26 +223,17 @@ def _store_grant(
             raise NoRefreshToken()
         if created:
             credential = GoogleCredential(credential_key=_credential_key_for(email=email), email=email)
-        if grant.refresh_token is not None:
-            credential.refresh_token = grant.refresh_token.reveal()
-            credential.refresh_token_issued_at = now
-        credential.access_token = grant.access_token.reveal()
-        credential.access_token_expires_at = (
-            now + dt.timedelta(seconds=grant.expires_in) if grant.expires_in else None
+        credential.mark_connected(
+            now=now,
+            access_token=grant.access_token.reveal(),
+            expires_in=grant.expires_in,
+            refresh_token=grant.refresh_token.reveal() if grant.refresh_token is not None else None,
+            client_id=client_id,
+            email=email,
+            # The grant belongs to the configured client now, whatever it was imported with.
+            client_secret=None,
+            source=CredentialSource.CONSENT,
         )
-        metadata = dict(credential.credentials or {})
-        metadata.update({"client_id": client_id, "email": email})
-        credential.credentials = metadata
-        # The grant belongs to the configured client now, whatever it was imported with.
-        credential.client_secret = None
-        credential.source = CredentialSource.CONSENT
-        credential.state = CredentialState.CONNECTED
-        credential.consented_at = now
-        credential.revoked_at = None
-        credential.consecutive_failures = 0
-        credential.last_error_at = None
-        credential.last_error_code = ""
-        credential.last_error_detail = ""
         credential.save()
         granted = grant.scopes or requested
         credential_set_scopes(credential=credential, scopes=granted)
@@ -253,7 +243,7 @@ def _store_grant(
             action=AuditAction.CONNECTED if created else AuditAction.RECONSENTED,
             actor=actor_for_user(user),
             credential=credential,
-            outcome=credential.effective_state(),
+            outcome=credential.effective_state(client_configured=True),
             detail={
                 "scopes": credential.granted_scope_uris(),
                 "missing_scopes": missing,

@@ -116,6 +116,8 @@ class TransientGoogleError(TokenError):
 
     error = "temporarily_unavailable"
     description = "Google is temporarily unavailable; the refresh will be retried."
+    #: Seconds Google asked us to wait (a 429/503 ``Retry-After``), when it said.
+    retry_after: float | None = None
 
 
 # --- consent flow -------------------------------------------------------------------------------

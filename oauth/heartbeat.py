@@ -3,33 +3,29 @@
 Google revokes a refresh token unused for six months (7 days while the consent screen is in
 "Testing"). Serving a cached access token does not use the refresh token, so a heartbeat always
 makes a real refresh grant (:func:`oauth.tokens.credential_refresh`), then touches one cheap API
-per granted product (:mod:`connectors.probes`); a 403 there marks the grant ``missing_scope``.
+per granted product (:mod:`oauth.google.probes`); a 403 there marks the grant ``missing_scope``.
 
-Two ways to run a sweep, one selection and one per-credential step:
+This module is what ONE heartbeat does (:func:`credential_heartbeat`), which credentials are
+due, how a transient failure is reported, and the sweep's record (:class:`HeartbeatRun`). Two
+executors run a sweep of them:
 
-* Celery beat -> ``oauth.tasks.heartbeat_sweep`` -> one ``oauth.tasks.credential_heartbeat`` per
-  due credential (the workers' concurrency bounds the sweep);
-* ``manage.py oauth_heartbeat`` -> :func:`heartbeat_sweep_run`, in-process with a bounded pool of
-  threads, each with its own database connection (closed when the thread is done).
+* Celery beat -> ``oauth.tasks.heartbeat_sweep`` -> ``oauth.tasks.credential_heartbeat`` /
+  ``heartbeat_batch`` tasks (the workers' concurrency bounds the sweep);
+* ``manage.py oauth_heartbeat`` -> :func:`oauth.sweep.heartbeat_sweep_run`, in-process with a
+  bounded pool of threads.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
-import os
-import queue
-import threading
-from collections import Counter
 
 import structlog
-from django.db import connection, connections, transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import metrics
-from .app_settings import oauth_settings
-from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired, TransientGoogleError
+from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired
+from .google.probes import credential_probe
 from .models import AuditAction, CredentialState, GoogleCredential, HeartbeatRun
 from .services import audit_record
 from .tokens import credential_refresh_row
@@ -46,21 +42,8 @@ def _now() -> dt.datetime:
 
 # --- selection ------------------------------------------------------------------------------------
 def credentials_due_for_heartbeat(*, now: dt.datetime) -> list[int]:
-    """Ids of live credentials neither refreshed nor used within OAUTH_HEARTBEAT_WINDOW.
-
-    Same rule as :meth:`GoogleCredential.is_due_for_heartbeat`, as one query.
-    """
-    cutoff = now - dt.timedelta(seconds=float(oauth_settings.OAUTH_HEARTBEAT_WINDOW))
-    return list(
-        GoogleCredential.objects.exclude(
-            state__in=[CredentialState.EXPIRED, CredentialState.MISCONFIGURED]
-        )
-        .filter(revoked_at__isnull=True)
-        .filter(Q(last_refreshed_at__isnull=True) | Q(last_refreshed_at__lte=cutoff))
-        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=cutoff))
-        .order_by("last_refreshed_at", "pk")
-        .values_list("pk", flat=True)
-    )
+    """Ids of the credentials due for a heartbeat (:meth:`GoogleCredentialQuerySet.due_for_heartbeat`)."""
+    return list(GoogleCredential.objects.due_for_heartbeat(now=now).values_list("pk", flat=True))
 
 
 def heartbeat_selection(
@@ -91,7 +74,7 @@ def credential_heartbeat(
     """
     try:
         credential, token = credential_refresh_row(
-            credential_id=credential_id, actor=actor, since=not_before, cache=False
+            credential_id=credential_id, actor=actor, since=not_before, cache_token=False
         )
     except GoogleCredential.DoesNotExist:
         return "deleted"
@@ -106,27 +89,17 @@ def credential_heartbeat(
 
 def credential_probe_record(*, credential: GoogleCredential, access_token: str, actor: str) -> str:
     """Probe the granted APIs and store what was learned; returns the credential's state."""
-    from connectors.probes import credential_probe
-
-    results = credential_probe(credential=credential, access_token=access_token)
+    results = credential_probe(granted=credential.granted_scope_list(), access_token=access_token)
     row = probe_results_store(credential=credential, results=results, actor=actor)
-    if row.state != CredentialState.CONNECTED:
-        return row.state
-    granted = (row.credentials or {}).get("scopes")
-    if granted is None:
-        return row.effective_state()
-    from .scopes import missing_scopes
-
-    missing = missing_scopes(granted=granted, required=oauth_settings.OAUTH_REQUIRED_SCOPES)
-    return CredentialState.MISSING_SCOPE if missing else CredentialState.CONNECTED
+    return row.effective_state(client_configured=True)
 
 
 def probe_results_store(
     *, credential: GoogleCredential, results: dict[str, str], actor: str
 ) -> GoogleCredential:
-    """Record API probe results (heartbeat or the admin's "Test"): last_probed_at, a 403 turns
-    the state to missing_scope and a clean probe clears it, one audit event. Returns the row."""
-    from connectors.probes import MISSING_SCOPE, OK
+    """Record API probe results (heartbeat or the admin's "Test") through
+    :meth:`GoogleCredential.apply_probe_results`, with one audit event. Returns the row."""
+    from .google.probes import MISSING_SCOPE, OK
 
     now = _now()
     all_ok = bool(results) and all(outcome == OK for outcome in results.values())
@@ -139,31 +112,23 @@ def probe_results_store(
     else:
         with transaction.atomic():
             row = GoogleCredential.objects.select_for_update(of=("self",)).get(pk=credential.pk)
-            fields = ["last_probed_at", "updated_at"]
-            row.last_probed_at = now
-            if outcome == MISSING_SCOPE and row.state == CredentialState.CONNECTED:
-                row.state = CredentialState.MISSING_SCOPE
-                row.last_error_at = now
-                row.last_error_code = "insufficient_scope"
-                missing = ", ".join(api for api, o in results.items() if o == MISSING_SCOPE)
-                row.last_error_detail = (
-                    f"Google refused the {missing} API with 403 (insufficient scope or API "
-                    "disabled). Reconnect the account from the dashboard (/) and grant every "
-                    "requested scope."
-                )
-                fields += ["state", "last_error_at", "last_error_code", "last_error_detail"]
-            elif all_ok and row.state == CredentialState.MISSING_SCOPE:
-                row.state = CredentialState.CONNECTED
-                fields.append("state")
-            row.save(update_fields=fields)
+            row.save(update_fields=row.apply_probe_results(now=now, results=results))
     audit_record(
         action=AuditAction.PROBED, actor=actor, credential=row, outcome=outcome, detail=results
     )
     return row
 
 
-# --- a sweep ----------------------------------------------------------------------------------------
+def transient_outcome(*, credential_id: int) -> str:
+    """The outcome of a heartbeat that failed transiently: 'refresh_failing' once the grant shows
+    it (repeated failures), else 'retrying' (the next attempt may well succeed)."""
+    state = GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
+    return state if state == CredentialState.REFRESH_FAILING else RETRYING
+
+
+# --- a sweep's record ----------------------------------------------------------------------------------------
 def heartbeat_run_start(*, trigger: str, selected: int, now: dt.datetime) -> HeartbeatRun:
+    """Record that a sweep started (``/metrics`` and readiness read it)."""
     metrics.HEARTBEAT_RUNS.labels(trigger).inc()
     metrics.HEARTBEAT_LAST_RUN.set(now.timestamp())
     return HeartbeatRun.objects.create(trigger=trigger, started_at=now, selected=selected)
@@ -211,134 +176,10 @@ def heartbeat_run_record_outcomes(*, run_id: int, outcomes: dict[str, int]) -> N
         run.save(update_fields=fields)
 
 
-def _heartbeat_outcome(*, credential_id: int, actor: str, not_before: dt.datetime) -> str:
-    """One credential of an in-process sweep; never raises (one bad credential never stops it)."""
-    try:
-        outcome = credential_heartbeat(credential_id=credential_id, actor=actor, not_before=not_before)
-    except TransientGoogleError:
-        state = GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
-        outcome = state if state == CredentialState.REFRESH_FAILING else RETRYING
-    except Exception:
-        logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
-        outcome = "error"
-    metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
-    return outcome
-
-
-def _sweep_worker(
-    ids: queue.SimpleQueue, outcomes: Counter, lock: threading.Lock, actor, not_before, close=True
-) -> None:
-    try:
-        while True:
-            try:
-                credential_id = ids.get_nowait()
-            except queue.Empty:
-                return
-            outcome = _heartbeat_outcome(credential_id=credential_id, actor=actor, not_before=not_before)
-            with lock:
-                outcomes[outcome] += 1
-    finally:
-        if close:
-            connection.close()  # this thread's own connection
-
-
-#: Below this many credentials a sweep stays in one process (forking costs more than it saves).
-MIN_CREDENTIALS_PER_EXTRA_PROCESS = 200
-
-
-def _sweep_threads(ids: list[int], *, threads: int, actor: str, not_before: dt.datetime) -> Counter:
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for credential_id in ids:
-        work.put(credential_id)
-    outcomes: Counter = Counter()
-    lock = threading.Lock()
-    if connection.vendor == "sqlite" or connection.in_atomic_block:
-        # One connection only (SQLite file, or a caller's transaction the threads could not see).
-        _sweep_worker(work, outcomes, lock, actor, not_before, close=False)
-        return outcomes
-    pool = [
-        threading.Thread(
-            target=_sweep_worker, args=(work, outcomes, lock, actor, not_before),
-            name=f"heartbeat-{i}", daemon=True,
-        )
-        for i in range(min(threads, max(1, len(ids))))
-    ]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return outcomes
-
-
-def _sweep_process(args) -> dict[str, int]:
-    """One forked process of a large sweep: its share of the credentials, on its own threads."""
-    ids, threads, actor, not_before = args
-    from connectors.probes import session as probe_session
-
-    from .google.http import session as oauth_session
-
-    # Connections inherited from the parent belong to it: start with fresh ones.
-    oauth_session.close()
-    probe_session.close()
-    try:
-        return dict(_sweep_threads(ids, threads=threads, actor=actor, not_before=not_before))
-    finally:
-        connection.close()
-
-
-def _process_count(requested: int | None, selected: int) -> int:
-    wanted = int(requested if requested is not None else oauth_settings.OAUTH_HEARTBEAT_PROCESSES)
-    if wanted <= 0:
-        wanted = os.cpu_count() or 1
-    return max(1, min(wanted, selected // MIN_CREDENTIALS_PER_EXTRA_PROCESS or 1))
-
-
-def heartbeat_sweep_run(
-    *,
-    trigger: str,
-    all_credentials: bool = False,
-    account: str | None = None,
-    concurrency: int | None = None,
-    processes: int | None = None,
-) -> HeartbeatRun:
-    """Run a sweep now, in this process, ``concurrency`` credentials at a time; returns the run.
-
-    A refresh is mostly waiting on Google, so threads overlap the waits; but each one also costs
-    a few milliseconds of CPU (HTTP, ORM, encryption, logging) under one GIL. A large sweep is
-    therefore split over ``processes`` forked processes (OAUTH_HEARTBEAT_PROCESSES, 0 = one per
-    CPU), the ``concurrency`` threads shared between them.
-    """
-    now = _now()
-    selected = heartbeat_selection(now=now, all_credentials=all_credentials, account=account)
-    run = heartbeat_run_start(trigger=trigger, selected=len(selected), now=now)
-    concurrency = max(1, int(concurrency or oauth_settings.OAUTH_HEARTBEAT_CONCURRENCY))
-    actor = f"process:heartbeat:{trigger}"
-    count = _process_count(processes, len(selected))
-    if count > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        connections.close_all()  # no connection may cross the fork
-        chunks = [selected[i::count] for i in range(count)]
-        per_process = max(1, concurrency // count)
-        with multiprocessing.get_context("fork").Pool(count) as pool:
-            results = pool.map(_sweep_process, [(chunk, per_process, actor, now) for chunk in chunks])
-        outcomes: Counter = Counter()
-        for result in results:
-            outcomes.update(result)
-    else:
-        outcomes = _sweep_threads(selected, threads=concurrency, actor=actor, not_before=now)
-    run.outcomes = {str(outcome): count for outcome, count in outcomes.items()}
-    run.finished_at = _now()
-    run.save(update_fields=["outcomes", "finished_at"])
-    logger.info(
-        "Heartbeat sweep finished",
-        trigger=trigger, selected=len(selected), outcomes=run.outcomes, processes=count,
-        duration_s=round((run.finished_at - run.started_at).total_seconds(), 2),
-    )
-    return run
-
-
 __all__ = [
     "credential_heartbeat",
     "credentials_due_for_heartbeat",
     "heartbeat_run_record_outcomes",
-    "heartbeat_sweep_run",
+    "heartbeat_run_start",
+    "transient_outcome",
 ]

@@ -11,7 +11,6 @@ reported ``unchanged``; a different refresh token for the same account is ``upda
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
@@ -34,6 +33,7 @@ from .selectors import (
     oauth_client_get_or_none,
 )
 from .services import audit_record, credential_set_scopes
+from .tokens import access_token_cache_invalidate
 
 logger = logging.getLogger("oauth.importing")
 
@@ -171,27 +171,16 @@ def env_credentials_import(*, actor: str, verify: bool = True) -> ImportResult:
             outcome = "unchanged" if same else "updated"
 
         if outcome != "unchanged":
-            metadata = dict(credential.credentials or {})
-            metadata.update({"client_id": resolved.client_id, "imported_from": resolved.source})
-            if email:
-                metadata["email"] = email
-                credential.email = email
-            credential.credentials = metadata
-            credential.refresh_token = refresh_token
-            credential.client_secret = _row_client_secret(resolved)
-            credential.state = CredentialState.CONNECTED
-            credential.revoked_at = None
-            credential.last_error_at = None
-            credential.last_error_code = ""
-            credential.last_error_detail = ""
-            credential.consecutive_failures = 0
-            credential.refresh_token_issued_at = credential.refresh_token_issued_at or now
-            if verification is not None:
-                credential.access_token = verification.access_token
-                credential.access_token_expires_at = now + dt.timedelta(
-                    seconds=verification.expires_in
-                )
-                credential.last_refreshed_at = now
+            credential.mark_imported(
+                now=now,
+                refresh_token=refresh_token,
+                client_id=resolved.client_id,
+                client_secret=_row_client_secret(resolved),
+                email=email,
+                imported_from=resolved.source,
+                access_token=verification.access_token if verification is not None else None,
+                expires_in=verification.expires_in if verification is not None else None,
+            )
             credential.save()
             if scopes:
                 credential_set_scopes(credential=credential, scopes=scopes)
@@ -202,8 +191,8 @@ def env_credentials_import(*, actor: str, verify: bool = True) -> ImportResult:
             outcome=outcome,
             detail={"source": resolved.source, "verified": verification is not None},
         )
-    if outcome != "unchanged" and verification is not None:
-        _invalidate_cached_token(credential)
+    if outcome != "unchanged":
+        access_token_cache_invalidate(credential=credential)
     logger.info(
         "Imported the deprecated %s credential as %s (%s)", resolved.source, credential, outcome
     )
@@ -215,11 +204,3 @@ def env_credentials_import(*, actor: str, verify: bool = True) -> ImportResult:
         env_vars_to_remove=_set_env_vars(),
         scopes=credential.granted_scope_uris(),
     )
-
-
-def _invalidate_cached_token(credential: GoogleCredential) -> None:
-    try:
-        from .tokens import access_token_cache_invalidate
-    except ImportError:
-        return
-    access_token_cache_invalidate(credential=credential)

@@ -48,6 +48,24 @@ ACCESS_TOKENS_SERVED = Counter(
     "(cache, database, refresh).",
     ["source"],
 )
+#: Reasons a refresh can fail that ``/metrics`` names; any other code Google sends is 'other', so a
+#: label never carries Google's free text (and the number of series stays bounded).
+KNOWN_REASONS = frozenset(
+    {
+        "ok", "invalid_grant", "invalid_client", "unauthorized_client", "deleted_client",
+        "temporarily_unavailable", "server_error", "internal_failure", "invalid_response",
+        "timeout", "connection_error", "invalid_request", "invalid_scope", "access_denied",
+        "http_400", "http_401", "http_403", "http_404", "http_408", "http_429", "http_500",
+        "http_502", "http_503", "http_504",
+    }
+)
+
+
+def reason_label(error: str) -> str:
+    """The ``reason`` label for Google's error code: known codes as they are, else 'other'."""
+    return error if error in KNOWN_REASONS else "other"
+
+
 HEARTBEAT_RUNS = Counter(
     "butlers_oauth_heartbeat_runs",
     "Heartbeat sweeps started, by trigger (beat, command, ...).",
@@ -96,14 +114,12 @@ class StoredStateCollector:
         )
 
     def collect(self):
-        from django.db.models import Count
-
-        from .models import CredentialState, GoogleCredential, HeartbeatRun
+        from .models import CredentialState, HeartbeatRun
 
         by_state = GaugeMetricFamily(
             "butlers_oauth_credentials",
-            "Stored Google credentials by state (as stored; 'missing_scope' includes grants "
-            "lacking a required scope).",
+            "Stored Google credentials by the state an operator sees (as in the status API and "
+            "the dashboard).",
             labels=["state"],
         )
         lag = GaugeMetricFamily(
@@ -111,22 +127,12 @@ class StoredStateCollector:
             "Seconds since the last heartbeat sweep started (-1 before the first one).",
         )
         try:
+            from .selectors import credential_states
+
             counts = {state: 0 for state in CredentialState.values}
-            for row in GoogleCredential.objects.values("state").annotate(n=Count("id")):
-                counts[row["state"]] = row["n"]
-            # A 'connected' row lacking a required scope shows as missing_scope (as in the status API).
-            connected = GoogleCredential.objects.filter(state=CredentialState.CONNECTED)
-            if counts[CredentialState.CONNECTED]:
-                lacking = sum(
-                    1 for c in connected.prefetch_related("granted_scopes") if c.missing_scopes()
-                )
-                counts[CredentialState.CONNECTED] -= lacking
-                counts[CredentialState.MISSING_SCOPE] += lacking
-            last = (
-                HeartbeatRun.objects.order_by("-started_at")
-                .values_list("started_at", flat=True)
-                .first()
-            )
+            for _credential, state in credential_states():
+                counts[state] += 1
+            last = HeartbeatRun.objects.last_started_at()
         except Exception:  # a scrape must answer even when the database does not
             yield self._scrape_error(1)
             return

@@ -203,7 +203,7 @@ class GoogleCredential(models.Model):
             from .app_settings import oauth_settings
 
             required = oauth_settings.OAUTH_REQUIRED_SCOPES
-        return scope_catalogue.missing_scopes(granted=self.granted_scope_uris(), required=required)
+        return scope_catalogue.missing_scopes(granted=self.granted_scope_list(), required=required)
 
     def granted_scope_list(self) -> list[str]:
         """Granted scope URIs from the metadata kept beside them (no query), else the M2M."""
@@ -332,6 +332,30 @@ class GoogleCredential(models.Model):
             "revoked_at", *self._clear_error(), *self._tokens_replaced(), "updated_at",
         ]
         return fields
+
+    def mark_imported(
+        self, *, now: dt.datetime, refresh_token: str, client_id: str, client_secret: str | None,
+        email: str, imported_from: str, access_token: str | None = None,
+        expires_in: int | None = None,
+    ) -> None:
+        """The deprecated env credential moved in (verified when ``access_token`` is given)."""
+        metadata = dict(self.credentials or {})
+        metadata.update({"client_id": client_id, "imported_from": imported_from})
+        if email:
+            metadata["email"] = email
+            self.email = email
+        self.credentials = metadata
+        self.refresh_token = refresh_token
+        self.client_secret = client_secret
+        self.state = CredentialState.CONNECTED
+        self.revoked_at = None
+        self.refresh_token_issued_at = self.refresh_token_issued_at or now
+        if access_token is not None:
+            self.access_token = access_token
+            self.access_token_expires_at = now + dt.timedelta(seconds=expires_in or 3600)
+            self.last_refreshed_at = now
+        self._clear_error()
+        self._tokens_replaced()
 
     def record_refresh_success(
         self, *, now: dt.datetime, access_token: str, expires_at: dt.datetime,

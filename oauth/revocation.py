@@ -10,8 +10,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from .google.revoke import RevokeOutcome, token_revoke
-from .models import AuditAction, CredentialState, GoogleCredential
+from .models import AuditAction, GoogleCredential
 from .services import audit_record
+from .tokens import access_token_cache_invalidate
 
 logger = logging.getLogger("oauth.revocation")
 
@@ -26,15 +27,6 @@ class RevocationResult:
 
 def _now():
     return timezone.now()
-
-
-def _invalidate_cached_token(credential: GoogleCredential) -> None:
-    """Drop the token service's cached access token, when the token service provides that."""
-    try:
-        from .tokens import access_token_cache_invalidate
-    except ImportError:  # the token service without a cache of its own
-        return
-    access_token_cache_invalidate(credential=credential)
 
 
 def credential_revoke(*, credential: GoogleCredential, actor: str) -> RevocationResult:
@@ -54,27 +46,7 @@ def credential_revoke(*, credential: GoogleCredential, actor: str) -> Revocation
     with transaction.atomic():
         # The refresh token is dead at Google now; its ciphertext stays so that every later use
         # says "was revoked" (rather than "no refresh token") and a retry can ask Google again.
-        credential.access_token = None
-        credential.access_token_expires_at = None
-        credential.state = CredentialState.EXPIRED
-        credential.revoked_at = now
-        credential.last_error_at = now
-        credential.last_error_code = "revoked"
-        credential.last_error_detail = (
-            f"Revoked at Google by {actor}. Reconnect the account from the dashboard to use it again."
-        )
-        credential.save(
-            update_fields=[
-                "access_token",
-                "access_token_expires_at",
-                "state",
-                "revoked_at",
-                "last_error_at",
-                "last_error_code",
-                "last_error_detail",
-                "updated_at",
-            ]
-        )
+        credential.save(update_fields=credential.mark_revoked(now=now, actor=actor))
         audit_record(
             action=AuditAction.REVOKED,
             actor=actor,
@@ -82,7 +54,7 @@ def credential_revoke(*, credential: GoogleCredential, actor: str) -> Revocation
             outcome=outcome,
             detail={"revoke_uri_outcome": outcome},
         )
-    _invalidate_cached_token(credential)
+    access_token_cache_invalidate(credential=credential)
     logger.warning("Revoked Google grant for %s (%s) by %s", credential, outcome, actor)
     return RevocationResult(account=str(credential), outcome=outcome)
 

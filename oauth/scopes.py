@@ -42,6 +42,26 @@ FEATURES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "calendar.write": ("calendar", "Create, change and delete events", (AUTH + "calendar",)),
 }
 
+#: Google product -> every scope that opens it (a heartbeat probes a product when one is granted).
+PRODUCT_SCOPES: dict[str, frozenset[str]] = {
+    "calendar": frozenset(
+        {
+            AUTH + "calendar",
+            AUTH + "calendar.readonly",
+            AUTH + "calendar.events",
+            AUTH + "calendar.events.readonly",
+        }
+    ),
+    "gmail": frozenset(
+        {
+            "https://mail.google.com/",
+            AUTH + "gmail.readonly",
+            AUTH + "gmail.modify",
+            AUTH + "gmail.metadata",
+        }
+    ),
+}
+
 _ALIASES = {
     "email": AUTH + "userinfo.email",
     "profile": AUTH + "userinfo.profile",
@@ -93,3 +113,9 @@ def missing_scopes(*, granted: Iterable[str], required: Iterable[str]) -> list[s
         for uri in normalize_scopes(list(required))
         if uri not in IDENTITY_SCOPES and uri not in have
     ]
+
+
+def products_granted(granted: Iterable[str]) -> list[str]:
+    """The Google products (``gmail``, ``calendar``) that ``granted`` scopes open, sorted."""
+    have = effective_scopes(granted)
+    return sorted(product for product, uris in PRODUCT_SCOPES.items() if have & uris)

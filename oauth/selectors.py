@@ -77,6 +77,16 @@ def credentials_list() -> list[GoogleCredential]:
     return list(GoogleCredential.objects.primary_first().prefetch_related("granted_scopes"))
 
 
+def credential_states() -> list[tuple[GoogleCredential, str]]:
+    """Every stored account (the primary first) with the state an operator sees, in constant
+    queries: the one reading behind the status API, the dashboard, the admin and ``/metrics``."""
+    configured = oauth_client_get_or_none() is not None
+    return [
+        (credential, credential.effective_state(client_configured=configured))
+        for credential in credentials_list()
+    ]
+
+
 def credential_get(*, account: str | None = None) -> GoogleCredential:
     """The credential of ``account`` (an email or a credential key), or the primary without one."""
     queryset = GoogleCredential.objects.prefetch_related("granted_scopes")
@@ -105,6 +115,18 @@ def credential_get(*, account: str | None = None) -> GoogleCredential:
 
 def credential_exists() -> bool:
     return GoogleCredential.objects.exists()
+
+
+def oldest_credential_created_at():
+    """When the first stored account was connected (None without one)."""
+    return GoogleCredential.objects.order_by("created_at").values_list("created_at", flat=True).first()
+
+
+def heartbeat_last_started_at():
+    """When the latest heartbeat sweep started (None before the first)."""
+    from .models import HeartbeatRun
+
+    return HeartbeatRun.objects.last_started_at()
 
 
 # --- resolution: DB first, then the deprecated env vars --------------------------------------------

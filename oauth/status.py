@@ -12,13 +12,8 @@ Every entry has ``state``, ``connected``, ``scopes_granted`` (always a list), ``
 and, unless connected, a ``remediation`` sentence. Emails, credential keys, timestamps and error
 details are added only with ``include_private=True`` (staff).
 
-Two derived states (a choice this module makes, documented in docs/consent-flow.md):
-
-* a stored credential whose grant was revoked (``revoked_at``) reads ``expired``;
-* a stored credential that has no client secret of its own while no OAuth client is configured at
-  all (neither in the admin nor GOOGLE_OAUTH_CLIENT_ID) reads ``misconfigured``: it cannot be
-  refreshed until a client is configured;
-* with no stored credential, ``google`` reads ``redirect_uri_mismatch`` when the last consent
+An account's state is :meth:`GoogleCredential.effective_state` (the one rule the dashboard, the
+admin, ``/metrics`` and ``oauth_status`` share). With no stored credential, ``google`` reads ``redirect_uri_mismatch`` when the last consent
   attempt failed that way (so the runbook's triage row shows up in status), else
   ``not_configured``.
 """
@@ -30,9 +25,9 @@ from typing import Any
 from django.utils import timezone
 
 from . import scopes as scope_catalogue
-from .app_settings import oauth_settings
 from .models import AuditAction, AuditEvent, CredentialState, GoogleCredential
-from .selectors import ClientConfig, credentials_list, oauth_client_get_or_none
+from .selectors import ClientConfig, credential_states, oauth_client_get_or_none
+from .tokens.stored import expired_remediation
 
 NOT_CONFIGURED = "not_configured"
 
@@ -62,25 +57,9 @@ def _short(uris: list[str]) -> str:
     return ", ".join(scope_catalogue.short_name(uri) for uri in uris)
 
 
-def _is_testing_grant(credential: GoogleCredential) -> bool:
-    """An invalid_grant about OAUTH_TESTING_GRANT_DAYS after consent: the app is in 'Testing'."""
-    if credential.last_error_code != "invalid_grant":
-        return False
-    if not (credential.consented_at and credential.last_error_at):
-        return False
-    days = float(oauth_settings.OAUTH_TESTING_GRANT_DAYS)
-    lived = (credential.last_error_at - credential.consented_at).total_seconds() / 86400
-    # Google kills the grant at ~7 days; we notice at the next refresh (up to a heartbeat later).
-    return days - 1 <= lived <= days + 2
-
-
 def credential_state(credential: GoogleCredential, *, client: ClientConfig | None) -> str:
-    """The state an operator should see for ``credential`` (see the module docstring)."""
-    if credential.revoked_at is not None:
-        return CredentialState.EXPIRED
-    if client is None and credential.client_secret is None:
-        return CredentialState.MISCONFIGURED
-    return str(credential.effective_state())
+    """The state an operator sees (:meth:`GoogleCredential.effective_state`, the one rule)."""
+    return credential.effective_state(client_configured=client is not None)
 
 
 def remediation(credential: GoogleCredential, *, state: str, missing: list[str]) -> str:
@@ -96,14 +75,8 @@ def remediation(credential: GoogleCredential, *, state: str, missing: list[str])
                 "This grant was revoked. Reconnect the account from the dashboard (/) with "
                 "'Connect a Google account' to use it again."
             )
-        if _is_testing_grant(credential):
-            days = oauth_settings.OAUTH_TESTING_GRANT_DAYS
-            return (
-                f"The grant died about {days} days after consent: the OAuth consent screen is in "
-                "'Testing' publishing status, where Google expires refresh tokens after 7 days. "
-                "Set it to 'In production' in Google Cloud Console (APIs & Services > OAuth "
-                "consent screen), then reconnect the account from the dashboard (/)."
-            )
+        if credential.last_error_code == "invalid_grant":
+            return expired_remediation(credential)
         return (
             "Google rejected the refresh token (expired, revoked, or unused for six months). "
             "Reconnect the account from the dashboard (/) with 'Connect a Google account'."
@@ -138,11 +111,10 @@ def _redirect_mismatch_remediation() -> str:
 def _account_payload(
     credential: GoogleCredential,
     *,
-    client: ClientConfig | None,
+    state: str,
     include_private: bool,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    state = credential_state(credential, client=client)
     missing = credential.missing_scopes()
     entry: dict[str, Any] = {
         "state": state,
@@ -212,10 +184,9 @@ def status_payload(*, include_private: bool) -> dict[str, Any]:
     """``{"google": {...}, "accounts": [...]}`` from stored state only, in constant queries."""
     now = _now()
     client = oauth_client_get_or_none()
-    credentials = credentials_list()
     accounts = [
-        _account_payload(c, client=client, include_private=include_private, now=now)
-        for c in credentials
+        _account_payload(c, state=state, include_private=include_private, now=now)
+        for c, state in credential_states()
     ]
     # The primary comes first; without a 'google' row the earliest account stands in for it,
     # as it does for the token service.

@@ -16,52 +16,27 @@ started.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 import random
 
 import structlog
 from celery import shared_task
-from celery.signals import beat_init, task_postrun
+from celery.signals import beat_init
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from .exceptions import TransientGoogleError
-from .models import CredentialState, GoogleCredential, HeartbeatRun
+from .models import HeartbeatRun
 
 logger = structlog.get_logger("oauth.tasks")
 
 HEARTBEAT_MAX_RETRIES = 4
 #: Messages of a sweep's fan-out sent to the broker in one pipelined round trip.
 PUBLISH_BATCH = 100
-
-#: Tasks of a fan-out (thousands per sweep) whose "received" and "succeeded" lines Celery's
-#: worker does not write: each already writes the runbook's one line per refresh, and its outcome
-#: is counted in its HeartbeatRun. Their retries, failures and rejections are still logged.
-QUIET_TASKS = frozenset({"oauth.tasks.credential_heartbeat"})
-
-
-class _QuietRoutineTaskLines(logging.Filter):
-    """Drop Celery's per-task "received"/"succeeded" INFO lines of QUIET_TASKS (they cost a
-    formatted, redacted log line each, about a tenth of a fan-out task's CPU)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.INFO:
-            return True
-        data = getattr(record, "data", None)
-        if not isinstance(data, dict) or data.get("name") not in QUIET_TASKS:
-            return True
-        from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
-
-        return record.msg not in (LOG_RECEIVED, LOG_SUCCESS)
-
-
-_quiet_filter = _QuietRoutineTaskLines()
-for _name in ("celery.app.trace", "celery.worker.strategy"):
-    logging.getLogger(_name).addFilter(_quiet_filter)
-
+#: What a heartbeat task retries later: Google failing for now, or the database restarting.
+RETRY_ON = (TransientGoogleError, OperationalError, InterfaceError)
 
 @shared_task(name="oauth.tasks.heartbeat_sweep", ignore_result=True)
 def heartbeat_sweep(trigger: str = "beat") -> int:
@@ -114,7 +89,7 @@ def heartbeat_batch(credential_ids: list[int], run_id: int | None = None, not_be
             outcome = heartbeat_one(
                 credential_id=credential_id, actor="process:heartbeat:beat", not_before=since
             )
-        except TransientGoogleError:
+        except RETRY_ON:
             delay = round(30 * random.uniform(0.5, 1.0))  # as credential_heartbeat's first retry
             credential_heartbeat.apply_async(
                 kwargs={"credential_id": credential_id, "run_id": run_id, "not_before": not_before},
@@ -139,7 +114,7 @@ def heartbeat_batch(credential_ids: list[int], run_id: int | None = None, not_be
     bind=True,
     acks_late=True,
     ignore_result=True,
-    autoretry_for=(TransientGoogleError,),
+    autoretry_for=RETRY_ON,
     retry_backoff=30,
     retry_backoff_max=900,
     retry_jitter=True,
@@ -149,36 +124,25 @@ def credential_heartbeat(
     self, credential_id: int, run_id: int | None = None, not_before: str | None = None
 ) -> str:
     """Refresh + probe one credential. Idempotent: a redelivered task finds it already refreshed."""
-    from .heartbeat import RETRYING, credential_heartbeat as heartbeat_one, heartbeat_run_record_outcomes
+    from .heartbeat import (
+        credential_heartbeat as heartbeat_one,
+        heartbeat_run_record_outcomes,
+        transient_outcome,
+    )
 
     since = dt.datetime.fromisoformat(not_before) if not_before else None
     try:
         outcome = heartbeat_one(
             credential_id=credential_id, actor="process:heartbeat:beat", not_before=since
         )
-    except TransientGoogleError:
+    except RETRY_ON:
         if self.request.retries >= self.max_retries and run_id is not None:
-            state = (
-                GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
-            )
-            outcome = state if state == CredentialState.REFRESH_FAILING else RETRYING
+            outcome = transient_outcome(credential_id=credential_id)
             heartbeat_run_record_outcomes(run_id=run_id, outcomes={outcome: 1})
         raise  # autoretry_for: again later, with exponential backoff and jitter
     if run_id is not None:
         heartbeat_run_record_outcomes(run_id=run_id, outcomes={outcome: 1})
     return outcome
-
-
-@task_postrun.connect
-def close_old_database_connections(sender=None, **kwargs) -> None:
-    """After each task, treat this thread's connections as Django does after a request.
-
-    ``settings.CELERY_DB_REUSE_MAX`` stops Celery's fixup from closing them after every task; this
-    closes one only when CONN_MAX_AGE has passed, a transaction was left open or an error left it
-    unusable, and arms CONN_HEALTH_CHECKS for its next use.
-    """
-    if not getattr(sender.request, "is_eager", False):
-        close_old_connections()
 
 
 @beat_init.connect
@@ -190,7 +154,7 @@ def first_sweep_without_waiting(sender=None, **kwargs) -> None:
     """
     interval = float(settings.OAUTH_HEARTBEAT_INTERVAL)
     try:
-        last = HeartbeatRun.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+        last = HeartbeatRun.objects.last_started_at()
         if last is not None and (timezone.now() - last).total_seconds() < interval:
             return
         if cache.add("oauth:heartbeat:startup-sweep", 1, timeout=max(1, int(interval))):

@@ -20,6 +20,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_ratelimit.core import is_ratelimited
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from . import scopes as scope_catalogue
 from .app_settings import oauth_settings
@@ -33,6 +35,8 @@ logger = logging.getLogger("oauth.views")
 #: Session key of the random value consent states are bound to.
 SESSION_BINDING_KEY = "oauth_consent_binding"
 _RATE_RE = re.compile(r"^\d+/\d*[smhd]?$")
+#: What a cache call raises when its server is unreachable (django-redis, redis-py, a file cache).
+_CACHE_ERRORS = (ConnectionInterrupted, RedisError, OSError)
 _DEFAULT_RATE = "30/m"
 
 
@@ -79,13 +83,26 @@ def error_response(request: HttpRequest, exc: OAuthError, *, as_json: bool = Fal
 
 
 def _rate_limited(request: HttpRequest, *, group: str) -> bool:
+    """OAUTH_RATE_LIMIT for consent starts and callbacks, counted in the cache.
+
+    With the cache (Redis) down the limit is skipped with a warning (fail open), on purpose: only
+    staff can start a consent and a callback needs a state bound to their session, so a flood
+    gains nothing, while refusing would stop every reconnect until Redis is back.
+    """
     rate = oauth_settings.rate_limit
     if rate is None:
         return False
     if not _RATE_RE.match(rate):
         logger.error("OAUTH_RATE_LIMIT=%r is not a rate like '30/m'; using %s", rate, _DEFAULT_RATE)
         rate = _DEFAULT_RATE
-    return is_ratelimited(request, group=group, key="user_or_ip", rate=rate, increment=True)
+    try:
+        return is_ratelimited(request, group=group, key="user_or_ip", rate=rate, increment=True)
+    except _CACHE_ERRORS as exc:
+        logger.warning(
+            "Consent rate limit skipped: the cache (REDIS_URL) is unreachable (%s)",
+            type(exc).__name__,
+        )
+        return False
 
 
 def _session_binding(request: HttpRequest, *, create: bool) -> str | None:
@@ -100,8 +117,22 @@ def _session_binding(request: HttpRequest, *, create: bool) -> str | None:
 @require_GET
 @never_cache
 def oauth_status(request: HttpRequest) -> JsonResponse:
-    """``GET /api/oauth/status``: stored state only; private fields for staff."""
-    return JsonResponse(status_payload(include_private=_is_staff(request)))
+    """``GET /api/oauth/status``: stored state only; private fields for staff.
+
+    With the database down it answers 503 JSON (its reason and where to look), never a 500 page.
+    """
+    try:
+        return JsonResponse(status_payload(include_private=_is_staff(request)))
+    except DatabaseError as exc:
+        logger.error("Status could not read the database: %s", type(exc).__name__)
+        return JsonResponse(
+            {
+                "error": "database_unavailable",
+                "description": "The database (DATABASE_URL) is unreachable, so the stored state "
+                "cannot be read. GET /api/health/ready shows which store is down.",
+            },
+            status=503,
+        )
 
 
 # --- consent ---------------------------------------------------------------------------------

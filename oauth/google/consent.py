@@ -18,7 +18,8 @@ import requests
 from ..app_settings import oauth_settings
 from ..encryption import Secret
 from ..exceptions import RedirectUriMismatch, TokenExchangeFailed
-from .http import parse_oauth_error, session, timeout
+from . import transport
+from .refresh import expires_in_clamped
 
 logger = logging.getLogger("oauth.google.consent")
 
@@ -65,7 +66,7 @@ class TokenGrant:
 
     access_token: Secret
     refresh_token: Secret | None
-    expires_in: int | None
+    expires_in: int
     scopes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
@@ -76,7 +77,7 @@ class TokenGrant:
 
 
 def _exchange_error(response: requests.Response) -> Exception:
-    body = parse_oauth_error(response)
+    body = transport.parse_error(response)
     logger.warning(
         "Google refused the authorization code exchange (%s, HTTP %s)", body.error, body.status
     )
@@ -101,14 +102,6 @@ def _exchange_error(response: requests.Response) -> Exception:
     )
 
 
-def _positive_int(value) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def code_exchange(
     *,
     code: str,
@@ -131,17 +124,19 @@ def code_exchange(
     if client_secret is not None:
         data["client_secret"] = client_secret.reveal()
     try:
-        response = session.post(
+        response = transport.send(
+            "POST",
             oauth_settings.GOOGLE_OAUTH_TOKEN_URI,
             data=data,
             headers={"Accept": "application/json"},
-            timeout=timeout(),
+            allow_redirects=False,
         )
     except requests.RequestException as exc:
         logger.warning("Could not reach Google's token endpoint: %s", type(exc).__name__)
         raise TokenExchangeFailed(
-            "Could not reach Google's token endpoint (network error or timeout). Check this "
-            "server's access to GOOGLE_OAUTH_TOKEN_URI, then connect again."
+            "Could not reach Google's token endpoint "
+            f"({transport.endpoint_host(oauth_settings.GOOGLE_OAUTH_TOKEN_URI)}: network error or "
+            "timeout). Check this server's access to GOOGLE_OAUTH_TOKEN_URI, then connect again."
         ) from None
     if response.status_code != 200:
         raise _exchange_error(response)
@@ -162,7 +157,7 @@ def code_exchange(
         refresh_token=Secret(refresh, field="refresh_token")
         if isinstance(refresh, str) and refresh
         else None,
-        expires_in=_positive_int(body.get("expires_in")),
+        expires_in=expires_in_clamped(body.get("expires_in")),
         scopes=scope.split() if isinstance(scope, str) else [],
     )
 
@@ -170,16 +165,18 @@ def code_exchange(
 def userinfo_email(*, access_token: Secret) -> str:
     """The account's email from GOOGLE_OAUTH_USERINFO_URI (needs the 'email' scope)."""
     try:
-        response = session.get(
+        response = transport.send(
+            "GET",
             oauth_settings.GOOGLE_OAUTH_USERINFO_URI,
             headers={"Authorization": f"Bearer {access_token.reveal()}"},
-            timeout=timeout(),
         )
     except requests.RequestException as exc:
         logger.warning("Could not reach Google's userinfo endpoint: %s", type(exc).__name__)
         raise TokenExchangeFailed(
-            "Could not reach Google's userinfo endpoint to read the account email. Check this "
-            "server's access to GOOGLE_OAUTH_USERINFO_URI, then connect again."
+            "Could not reach Google's userinfo endpoint "
+            f"({transport.endpoint_host(oauth_settings.GOOGLE_OAUTH_USERINFO_URI)}) to read the "
+            "account email. Check this server's access to GOOGLE_OAUTH_USERINFO_URI, then connect "
+            "again."
         ) from None
     body = None
     if response.status_code == 200:

@@ -1,46 +1,23 @@
-"""Cheap API calls that prove a grant's scopes still work (used by the heartbeat).
+"""Cheap API calls that prove a grant's scopes still work (the heartbeat and the admin's "Test").
 
-One call per granted product, the cheapest Google offers: Calendar ``calendarList`` with
-``maxResults=1`` and Gmail ``users/me/profile``. No retries here: a heartbeat that cannot probe
-now probes again at the next sweep. The token is given (the heartbeat just refreshed it), so a
-probe never triggers a refresh of its own.
+One call per granted product (:data:`oauth.scopes.PRODUCT_SCOPES`), the cheapest Google offers:
+Calendar ``calendarList`` with ``maxResults=1`` and Gmail ``users/me/profile``. No retries here: a
+heartbeat that cannot probe now probes again at the next sweep. The token is given (the heartbeat
+just refreshed it), so a probe never triggers a refresh of its own.
 """
 from __future__ import annotations
 
 import requests
 
-from oauth import metrics
-from oauth.app_settings import oauth_settings
-from oauth.google.http import EnvCachingSession
-from oauth.models import GoogleCredential
+from .. import metrics
+from ..app_settings import oauth_settings
+from ..scopes import products_granted
+from . import transport
 
-#: The probes' own connection pool (a sweep probes many accounts at once).
-session = EnvCachingSession()
-_adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=128)
-session.mount("https://", _adapter)
-session.mount("http://", _adapter)
-session.headers["User-Agent"] = "butlers-probes/1"
-
-CALENDAR_SCOPES = frozenset(
-    {
-        "https://www.googleapis.com/auth/calendar",
-        "https://www.googleapis.com/auth/calendar.readonly",
-        "https://www.googleapis.com/auth/calendar.events",
-        "https://www.googleapis.com/auth/calendar.events.readonly",
-    }
-)
-GMAIL_SCOPES = frozenset(
-    {
-        "https://mail.google.com/",
-        "https://www.googleapis.com/auth/gmail.readonly",
-        "https://www.googleapis.com/auth/gmail.modify",
-        "https://www.googleapis.com/auth/gmail.metadata",
-    }
-)
-#: api -> (scopes that make it "granted", the cheap call)
-PROBES: dict[str, tuple[frozenset[str], str, dict]] = {
-    "calendar": (CALENDAR_SCOPES, "/calendar/v3/users/me/calendarList", {"maxResults": "1"}),
-    "gmail": (GMAIL_SCOPES, "/gmail/v1/users/me/profile", {}),
+#: product -> (path, query) of its cheapest call
+PROBES: dict[str, tuple[str, dict]] = {
+    "calendar": ("/calendar/v3/users/me/calendarList", {"maxResults": "1"}),
+    "gmail": ("/gmail/v1/users/me/profile", {}),
 }
 
 OK = "ok"
@@ -59,35 +36,22 @@ def _outcome(status: int) -> str:
     return ERROR
 
 
-def _granted(credential: GoogleCredential) -> set[str]:
-    # The scope list kept in the credential's metadata spares a query per probe; the M2M is the
-    # fallback for a row written without it.
-    recorded = (credential.credentials or {}).get("scopes")
-    if isinstance(recorded, list):
-        return set(recorded)
-    return set(credential.granted_scope_uris())
+def credential_probe(*, granted: list[str], access_token: str) -> dict[str, str]:
+    """Touch each product the ``granted`` scopes open; ``{"calendar": "ok", "gmail": "missing_scope"}``.
 
-
-def credential_probe(*, credential: GoogleCredential, access_token: str) -> dict[str, str]:
-    """Touch each granted API once; returns ``{"calendar": "ok", "gmail": "missing_scope"}``.
-
-    An API whose scope was never granted is not called (and not in the result).
+    A product whose scope was never granted is not called (and not in the result).
     """
-    granted = _granted(credential)
     base = oauth_settings.GOOGLE_API_BASE_URL
     results: dict[str, str] = {}
-    for api, (scopes, path, params) in PROBES.items():
-        if not granted & scopes:
-            continue
+    for product in products_granted(granted):
+        path, params = PROBES[product]
         try:
-            response = session.get(
-                base + path,
-                params=params,
+            response = transport.send(
+                "GET", base + path, params=params,
                 headers={"Authorization": f"Bearer {access_token}"},
-                timeout=float(oauth_settings.OAUTH_HTTP_TIMEOUT),
             )
-            results[api] = _outcome(response.status_code)
+            results[product] = _outcome(response.status_code)
         except requests.RequestException:
-            results[api] = ERROR
-        metrics.PROBES.labels(api, results[api]).inc()
+            results[product] = ERROR
+        metrics.PROBES.labels(product, results[product]).inc()
     return results

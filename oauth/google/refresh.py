@@ -1,4 +1,4 @@
-"""The OAuth refresh grant, through google-auth, with Google's failures sorted into our classes.
+"""The OAuth refresh grant (RFC 6749 section 6) on the shared transport, Google's answers sorted.
 
 This is the only module that sends a refresh token to Google. It makes exactly one attempt per
 call: retries, locking and bookkeeping belong to :mod:`oauth.tokens`, which knows whether the
@@ -10,31 +10,48 @@ Classification (by Google's ``error`` code first, then by HTTP status):
 * ``invalid_client``, ``unauthorized_client``, ``deleted_client`` -> :class:`ClientMisconfigured`
 * 5xx, 408, 429, ``temporarily_unavailable``/``server_error``/``internal_failure``, timeouts and
   connection errors                                        -> :class:`TransientGoogleError`
+* a 200 that is not a usable token answer (HTML, not JSON, no access token, a nonsensical
+  ``expires_in``)                                           -> :class:`TransientGoogleError`
+  ``invalid_response``: counted and retried, never stored
 * anything else (an unexpected 4xx)                        -> :class:`TransientGoogleError` with
   the code kept, so it is counted and retried but never mistaken for a dead grant.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
-from google.auth import exceptions as google_exceptions
-from google.auth.transport.requests import Request
-from google.oauth2 import _client
-
-from butlers.logging import redact_text
+import requests
 
 from ..app_settings import oauth_settings
 from ..exceptions import ClientMisconfigured, ReconsentRequired, TransientGoogleError
-from .http import session, timeout
+from ..redaction import redact_text
+from . import transport
 
 RECONSENT_ERRORS = frozenset({"invalid_grant"})
 CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client", "deleted_client"})
 TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "internal_failure"})
 TRANSIENT_STATUSES = frozenset({408, 429})
 
-#: One google-auth transport over the shared session (its connection pool is thread-safe).
-_transport = Request(session=session)
+#: ``expires_in`` outside this range is clamped: Google gives 3599; a zero or negative value
+#: would make every call refresh, a huge one would keep a dead token forever (and overflow).
+MIN_EXPIRES_IN = 60
+MAX_EXPIRES_IN = 24 * 3600
+DEFAULT_EXPIRES_IN = 3600
+
+
+def expires_in_clamped(value) -> int:
+    """A usable lifetime in seconds from Google's ``expires_in`` (missing -> one hour)."""
+    if value is None or isinstance(value, bool):
+        return DEFAULT_EXPIRES_IN
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_EXPIRES_IN
+    if not math.isfinite(number):
+        return MAX_EXPIRES_IN if number > 0 else MIN_EXPIRES_IN
+    return int(min(MAX_EXPIRES_IN, max(MIN_EXPIRES_IN, number)))
 
 
 @dataclass(frozen=True)
@@ -54,28 +71,17 @@ class RefreshResult:
         return now + dt.timedelta(seconds=self.expires_in)
 
 
-class _TimedRequest:
-    """A google-auth transport that always sends our timeout and remembers the last status.
-
-    ``refresh_grant`` does not pass a timeout through, and its error object does not carry the
-    HTTP status (which we need to tell a 502 HTML page from a client error).
-    """
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-
-    def __call__(self, url, method="GET", body=None, headers=None, **kwargs):
-        kwargs["timeout"] = timeout()
-        response = _transport(url, method=method, body=body, headers=headers, **kwargs)
-        self.status = response.status
-        return response
-
-
 def _clean(text: str) -> str:
     return redact_text(str(text or ""))[:200]
 
 
-def classify_refresh_error(*, status: int | None, error: str, description: str = ""):
+def _where() -> str:
+    return f"Google's token endpoint ({transport.endpoint_host(oauth_settings.GOOGLE_OAUTH_TOKEN_URI)})"
+
+
+def classify_refresh_error(
+    *, status: int | None, error: str, description: str = "", retry_after: float | None = None
+):
     """The exception (not raised) for a failed refresh with Google's ``error`` code and status."""
     description = _clean(description)
     suffix = f" ({description})" if description else ""
@@ -93,11 +99,20 @@ def classify_refresh_error(*, status: int | None, error: str, description: str =
             error=error,
         )
     code = error or (f"http_{status}" if status else "unknown_error")
-    return TransientGoogleError(
-        f"Google's token endpoint failed ({code}"
+    exc = TransientGoogleError(
+        f"{_where()} failed ({code}"
         + (f", HTTP {status}" if status else "")
         + f"){suffix}; the refresh will be retried.",
         error=code,
+    )
+    exc.retry_after = retry_after
+    return exc
+
+
+def _invalid_response(why: str) -> TransientGoogleError:
+    return TransientGoogleError(
+        f"{_where()} answered 200 without a usable token ({why}); the refresh will be retried.",
+        error="invalid_response",
     )
 
 
@@ -105,44 +120,64 @@ def refresh_access_token(
     *, refresh_token: str, client_id: str, client_secret: str | None
 ) -> RefreshResult:
     """One refresh grant at GOOGLE_OAUTH_TOKEN_URI. Raises one of the classes above."""
-    request = _TimedRequest()
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": client_id,
+    }
+    if client_secret:
+        form["client_secret"] = client_secret
     try:
-        access_token, _refresh_token, _expiry, data = _client.refresh_grant(
-            request,
+        response = transport.send(
+            "POST",
             oauth_settings.GOOGLE_OAUTH_TOKEN_URI,
-            refresh_token,
-            client_id,
-            client_secret or "",
-            can_retry=False,  # oauth.tokens retries, with the row lock released in between
+            data=form,
+            headers={"Accept": "application/json"},
+            allow_redirects=False,  # a redirect would carry the refresh token elsewhere
         )
-    except google_exceptions.RefreshError as exc:
-        data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
-        error = data.get("error") if isinstance(data.get("error"), str) else ""
-        status = request.status
-        if not error and status is not None and (status >= 500 or status in TRANSIENT_STATUSES):
-            error = f"http_{status}"
-        raise classify_refresh_error(
-            status=status, error=error, description=str(data.get("error_description") or "")
-        ) from None
-    except google_exceptions.TransportError as exc:
-        cause = exc.__cause__ or exc
-        kind = "timeout" if "Timeout" in type(cause).__name__ else "connection_error"
+    except requests.RequestException as exc:
+        kind = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
         raise TransientGoogleError(
-            f"Could not reach Google's token endpoint ({kind}: {type(cause).__name__}); the "
-            "refresh will be retried.",
+            f"Could not reach {_where()} ({kind}: {type(exc).__name__}); the refresh will be "
+            "retried.",
             error=kind,
         ) from None
 
+    if response.status_code != 200:
+        body = transport.parse_error(response)
+        error = body.error
+        if error.startswith("http_") or not error:
+            error = f"http_{response.status_code}"
+        description = body.description if body.description != (response.reason or "") else ""
+        raise classify_refresh_error(
+            status=response.status_code, error=error, description=description,
+            retry_after=transport.retry_after(response),
+        )
     try:
-        expires_in = int(data.get("expires_in") or 3600)
-    except (TypeError, ValueError):
-        expires_in = 3600
+        data = response.json()
+    except ValueError:
+        raise _invalid_response("not JSON") from None
+    if not isinstance(data, dict):
+        raise _invalid_response("not a JSON object")
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        raise _invalid_response("no access_token")
+    raw_expires = data.get("expires_in")
+    if raw_expires is not None and not isinstance(raw_expires, (int, float, str)):
+        raise _invalid_response("expires_in is not a number")
+    if isinstance(raw_expires, str):
+        try:
+            float(raw_expires)
+        except ValueError:
+            raise _invalid_response("expires_in is not a number") from None
     rotated = data.get("refresh_token")
     scope = data.get("scope")
     return RefreshResult(
         access_token=access_token,
-        expires_in=expires_in,
-        refresh_token=rotated if rotated and rotated != refresh_token else None,
+        expires_in=expires_in_clamped(raw_expires),
+        refresh_token=(
+            rotated if isinstance(rotated, str) and rotated.strip() and rotated != refresh_token
+            else None
+        ),
         scopes=scope.split() if isinstance(scope, str) and scope.strip() else None,
     )
-

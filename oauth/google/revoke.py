@@ -12,7 +12,7 @@ import requests
 
 from ..app_settings import oauth_settings
 from ..exceptions import RevocationFailed
-from .http import parse_oauth_error, session, timeout
+from . import transport
 
 
 class RevokeOutcome(str, enum.Enum):
@@ -23,21 +23,23 @@ class RevokeOutcome(str, enum.Enum):
 def token_revoke(*, token: str) -> RevokeOutcome:
     """Revoke ``token`` at Google. Raises :class:`RevocationFailed` when Google does not confirm."""
     try:
-        response = session.post(
+        response = transport.send(
+            "POST",
             oauth_settings.GOOGLE_OAUTH_REVOKE_URI,
             data={"token": token},
             headers={"Content-Type": "application/x-www-form-urlencoded"},
-            timeout=timeout(),
+            allow_redirects=False,
         )
     except requests.RequestException as exc:
         raise RevocationFailed(
-            f"Google's revocation endpoint could not be reached ({type(exc).__name__}); nothing "
+            f"Google's revocation endpoint ({transport.endpoint_host(oauth_settings.GOOGLE_OAUTH_REVOKE_URI)}) "
+            f"could not be reached ({type(exc).__name__}); nothing "
             "was changed locally. Retry 'manage.py oauth_revoke', or remove the app's access at "
             "https://myaccount.google.com/permissions."
         ) from None
     if response.status_code == 200:
         return RevokeOutcome.REVOKED
-    error = parse_oauth_error(response)
+    error = transport.parse_error(response)
     if response.status_code == 400 and error.error == "invalid_token":
         return RevokeOutcome.ALREADY_REVOKED
     raise RevocationFailed(

@@ -8,18 +8,11 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from .. import scopes as scope_catalogue
+from ..models import CredentialState
 
 register = template.Library()
 
-_STATE_LABELS = {
-    "connected": "Connected",
-    "missing_scope": "Missing scope",
-    "expired": "Expired or revoked",
-    "refresh_failing": "Refresh failing",
-    "misconfigured": "Client misconfigured",
-    "redirect_uri_mismatch": "Redirect URI mismatch",
-    "not_configured": "Not configured",
-}
+_STATE_LABELS = {**dict(CredentialState.choices), "not_configured": "Not configured"}
 
 
 @register.filter

@@ -90,7 +90,7 @@ def test_code_exchange_sends_verifier_redirect_uri_and_secret_and_boxes_the_toke
     assert sent["code_verifier"] == ["v" * 64]
     assert sent["redirect_uri"] == [REDIRECT]
     assert sent["client_secret"] == [CLIENT_SECRET]
-    assert google.calls[0].request.req_kwargs["timeout"] == 7.5
+    assert google.calls[0].request.req_kwargs["timeout"] == (7.5, 7.5)
     assert grant.access_token.reveal() == ACCESS_TOKEN
     assert grant.refresh_token.reveal() == REFRESH_TOKEN
     assert grant.expires_in == 3599

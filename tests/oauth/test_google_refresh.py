@@ -1,4 +1,4 @@
-"""oauth/google/refresh.py: one refresh grant via google-auth, failures sorted by Google's code."""
+"""oauth/google/refresh.py: one refresh grant on the shared transport, failures sorted by Google's code."""
 from __future__ import annotations
 
 import pytest
@@ -26,7 +26,7 @@ def test_success_returns_token_lifetime_and_scopes():
 
     assert (result.access_token, result.expires_in, result.refresh_token) == ("ya29.new", 3599, None)
     assert result.scopes == ["openid", "email"]
-    body = responses.calls[0].request.body.decode()
+    body = responses.calls[0].request.body
     assert "grant_type=refresh_token" in body and "client_id=cid" in body
     assert "ya29.new" not in repr(result)
 
@@ -80,19 +80,19 @@ def test_network_failures_are_transient(exc, code):
 
 @responses.activate
 def test_every_call_carries_the_configured_timeout(settings, monkeypatch):
-    from oauth.google import http
+    from oauth.google import transport
 
     settings.OAUTH_HTTP_TIMEOUT = 3.5
     seen = {}
-    original = http.session.request
+    original = transport.session.request
 
     def spy(method, url, **kwargs):
         seen["timeout"] = kwargs.get("timeout")
         return original(method, url, **kwargs)
 
-    monkeypatch.setattr(http.session, "request", spy)
+    monkeypatch.setattr(transport.session, "request", spy)
     responses.post(TOKEN_URI, json={"access_token": "ya29.new", "expires_in": 3599})
 
     call()
 
-    assert seen["timeout"] == 3.5
+    assert seen["timeout"] == (3.5, 3.5)

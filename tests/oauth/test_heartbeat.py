@@ -7,7 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from oauth.heartbeat import credentials_due_for_heartbeat, heartbeat_sweep_run
+from oauth.heartbeat import credentials_due_for_heartbeat
+from oauth.sweep import heartbeat_sweep_run
 from oauth.models import AuditAction, AuditEvent, GoogleCredential, HeartbeatRun
 
 pytestmark = pytest.mark.django_db

@@ -48,7 +48,7 @@ def test_metrics_count_refreshes_by_outcome_and_show_credentials_by_state(
 
 
 def test_heartbeat_lag_and_probe_outcomes(client, fake_google, credential_factory):
-    from oauth.heartbeat import heartbeat_sweep_run
+    from oauth.sweep import heartbeat_sweep_run
 
     credential_factory(email="alice@example.com", refresh_token=fake_google.issue_grant("alice@example.com"))
     heartbeat_sweep_run(trigger="test", all_credentials=True)
@@ -77,7 +77,8 @@ def test_several_processes_add_up_in_multiprocess_mode(subprocess_env, tmp_path,
     from conftest import ROOT
 
     credential_factory(email="alice@example.com")
-    env = dict(subprocess_env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env = dict(subprocess_env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+               GOOGLE_OAUTH_CLIENT_ID="client-id", GOOGLE_OAUTH_CLIENT_SECRET="client-secret")
     for _ in range(3):  # three "gunicorn workers" each count one refresh
         subprocess.run([sys.executable, "-c", CHILD, "count"], cwd=ROOT, env=env, check=True)
 

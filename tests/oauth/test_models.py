@@ -28,14 +28,16 @@ def test_missing_scopes_and_effective_state_follow_the_required_setting(credenti
     credential = credential_factory(scopes=("openid", "email", "gmail.modify", "calendar.readonly"))
 
     assert credential.missing_scopes() == ["https://www.googleapis.com/auth/calendar"]
-    assert credential.effective_state() == "missing_scope"
+    assert credential.effective_state(client_configured=True) == "missing_scope"
 
     settings.OAUTH_REQUIRED_SCOPES = ["gmail.readonly", "calendar.readonly", "openid"]
     assert credential.missing_scopes() == []
-    assert credential.effective_state() == "connected"
+    assert credential.effective_state(client_configured=True) == "connected"
+    # no client secret of its own and no OAuth client configured anywhere: it cannot refresh
+    assert credential.effective_state(client_configured=False) == "misconfigured"
 
 
-def test_idle_limit_counts_from_the_last_refresh(credential_factory):
+def test_idle_limit_counts_from_the_last_refresh(credential_factory, settings):
     now = timezone.now()
     credential = credential_factory(
         consented_at=now - dt.timedelta(days=100),
@@ -44,8 +46,14 @@ def test_idle_limit_counts_from_the_last_refresh(credential_factory):
     )
     assert credential.days_until_idle_limit(now=now) == 173  # 183-day limit
     assert credential.refresh_token_age_days(now=now) == 100
-    assert credential.is_due_for_heartbeat(now=now, window=dt.timedelta(hours=24))
-    assert not credential.is_due_for_heartbeat(now=now, window=dt.timedelta(days=11))
+    settings.OAUTH_HEARTBEAT_WINDOW = 24 * 3600
+    assert GoogleCredential.objects.due_for_heartbeat(now=now).filter(pk=credential.pk).exists()
+    settings.OAUTH_HEARTBEAT_WINDOW = 11 * 86400
+    assert not GoogleCredential.objects.due_for_heartbeat(now=now).filter(pk=credential.pk).exists()
+    # a revoked grant is never due, whatever its age
+    settings.OAUTH_HEARTBEAT_WINDOW = 24 * 3600
+    GoogleCredential.objects.filter(pk=credential.pk).update(revoked_at=now)
+    assert not GoogleCredential.objects.due_for_heartbeat(now=now).filter(pk=credential.pk).exists()
 
 
 def test_the_audit_log_is_append_only(credential_factory):

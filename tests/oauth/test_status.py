@@ -96,6 +96,7 @@ def test_every_non_connected_state_carries_a_remediation(configured, credential_
 def test_a_grant_dying_about_seven_days_after_consent_points_at_testing_status(configured, credential_factory):
     now = timezone.now()
     credential_factory(state="expired", consented_at=now - dt.timedelta(days=7, hours=2),
+                       refresh_token_issued_at=now - dt.timedelta(days=7, hours=2),
                        last_error_at=now, last_error_code="invalid_grant")
     remediation = status_payload(include_private=False)["google"]["remediation"]
     assert "Testing" in remediation and "In production" in remediation

@@ -6,22 +6,22 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from butlers.startup_guard import (
-    EXIT_CREDENTIAL_UNUSABLE,
-    EXIT_NO_CREDENTIALS,
-    GuardFailure,
-    exit_blocked,
-    reconnect_remediation,
-    require_google_credentials_or_exit,
-    standard_remediation,
-)
+from connectors.app_settings import connector_settings
 from connectors.exceptions import (
     GmailCredentialError,
     GmailRequestError,
     GmailTokenRefreshError,
 )
 from connectors.gmail import gmail_accounts, gmail_poll
-from oauth.app_settings import oauth_settings
+from oauth.preflight import (
+    EXIT_CREDENTIAL_UNUSABLE,
+    EXIT_NO_CREDENTIALS,
+    GuardFailure,
+    credentials_required,
+    exit_blocked,
+    reconnect_remediation,
+    standard_remediation,
+)
 
 CALLER = "gmail-connector"
 
@@ -52,10 +52,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, once: bool = False, account: str | None = None, interval=None, **options):
-        interval = float(oauth_settings.GMAIL_POLL_INTERVAL if interval is None else interval)
+        interval = float(connector_settings.GMAIL_POLL_INTERVAL if interval is None else interval)
         if interval <= 0:
             raise CommandError("--interval must be a positive number of seconds.")
-        require_google_credentials_or_exit(caller=CALLER, account=account)
+        credentials_required(caller=CALLER, account=account)
 
         stop = threading.Event()
         received: list[str] = []

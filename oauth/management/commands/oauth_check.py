@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from butlers.startup_guard import (
+from oauth.preflight import (
     EXIT_CREDENTIAL_UNUSABLE,
     EXIT_DATABASE_UNAVAILABLE,
     EXIT_NO_CREDENTIALS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from oauth.exceptions import OAuthError
-from oauth.heartbeat import heartbeat_sweep_run
+from oauth.sweep import heartbeat_sweep_run
 
 
 class Command(BaseCommand):

@@ -1,9 +1,9 @@
-"""connectors/probes.py: one cheap call per granted API, outcomes a heartbeat can act on."""
+"""oauth/google/probes.py: one cheap call per granted API, outcomes a heartbeat can act on."""
 from __future__ import annotations
 
 import pytest
 
-from connectors.probes import credential_probe
+from oauth.google.probes import credential_probe
 from oauth.tokens import credential_refresh
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ def granted(fake_google, credential_factory):
 def test_both_apis_answer_ok_with_a_full_grant(fake_google, granted):
     credential, token = granted(["openid", "email", "gmail.modify", "calendar"])
 
-    assert credential_probe(credential=credential, access_token=token) == {
+    assert credential_probe(granted=credential.granted_scope_list(), access_token=token) == {
         "calendar": "ok", "gmail": "ok"
     }
     paths = [path for _, path in fake_google.stats["api_calls"]]
@@ -36,7 +36,7 @@ def test_both_apis_answer_ok_with_a_full_grant(fake_google, granted):
 def test_an_api_not_granted_is_not_called(fake_google, granted):
     credential, token = granted(["openid", "email", "gmail.readonly"])
 
-    assert credential_probe(credential=credential, access_token=token) == {"gmail": "ok"}
+    assert credential_probe(granted=credential.granted_scope_list(), access_token=token) == {"gmail": "ok"}
     assert not any("/calendar/" in path for _, path in fake_google.stats["api_calls"])
 
 
@@ -49,7 +49,7 @@ def test_a_scope_recorded_but_not_really_granted_is_missing_scope(fake_google, g
     )
     credential_set_scopes(credential=credential, scopes=["openid", "email", "gmail.modify", "calendar"])
 
-    assert credential_probe(credential=credential, access_token=token) == {
+    assert credential_probe(granted=credential.granted_scope_list(), access_token=token) == {
         "calendar": "missing_scope", "gmail": "ok"
     }
 
@@ -58,6 +58,6 @@ def test_a_refused_token_and_an_outage_are_told_apart(fake_google, granted):
     credential, token = granted(["openid", "email", "gmail.modify", "calendar"])
     fake_google.fail_api(1, status=503, prefix="/gmail")
 
-    assert credential_probe(credential=credential, access_token="ya29.not-a-token") == {
+    assert credential_probe(granted=credential.granted_scope_list(), access_token="ya29.not-a-token") == {
         "calendar": "unauthorized", "gmail": "error"
     }

@@ -1,0 +1,184 @@
+"""The one HTTP transport to Google: the session, its timeouts, and how Google's errors are read.
+
+Everything that talks to Google goes through :func:`send`: the OAuth endpoints (token, revoke,
+userinfo), the heartbeat's API probes and the connectors' Gmail/Calendar client. One pooled session
+per process (a forked child starts a fresh one with :func:`session_reset`), one wall-clock deadline
+per call, one parser for Google's error bodies, one backoff rule.
+
+A socket timeout bounds each read, not the call: a server that drips a body one byte a second
+would hold a refresh (and its row lock) for minutes. :func:`send` therefore streams the body and
+gives up when the whole call has taken longer than its deadline (OAUTH_HTTP_TIMEOUT).
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..app_settings import oauth_settings
+from ..redaction import redact_text
+
+USER_AGENT = "butlers-oauth/1"
+#: Bytes read per step of a streamed body (small enough that a slow body meets the deadline).
+_READ_STEP = 64 * 1024
+
+
+class DeadlineExceeded(requests.Timeout):
+    """The whole call (connect, headers and body) took longer than its deadline."""
+
+
+class EnvCachingSession(requests.Session):
+    """A Session that reads the proxy/CA environment once per scheme and host, not on every call.
+
+    ``requests`` re-scans ``os.environ`` for proxy and CA-bundle variables on each request
+    (``merge_environment_settings``); with a large environment that is most of a request's CPU,
+    which dominates a heartbeat sweep of thousands of refreshes. The environment of a running
+    process does not change, so the answer is remembered per (scheme, host).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._env_settings: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if proxies or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream, verify, cert)
+        settings = self._env_settings.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._env_settings[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
+
+def new_session() -> EnvCachingSession:
+    """A pooled session with enough connections for a heartbeat sweep's fan-out."""
+    session = EnvCachingSession()
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=128)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+session = new_session()
+_session_lock = threading.Lock()
+
+
+def session_reset() -> None:
+    """Start this process's pool afresh (a forked child must not share its parent's sockets)."""
+    global session
+    with _session_lock:
+        old, session = session, new_session()
+    old.close()
+
+
+def timeout() -> float:
+    """Seconds a whole call to Google may take (OAUTH_HTTP_TIMEOUT)."""
+    return float(oauth_settings.OAUTH_HTTP_TIMEOUT)
+
+
+def endpoint_host(url: str) -> str:
+    """``oauth2.googleapis.com`` for a URL: what a failure message names (never a query string)."""
+    parts = urlsplit(url or "")
+    return parts.netloc.rpartition("@")[2] or url
+
+
+def send(method: str, url: str, *, deadline: float | None = None, **kwargs) -> requests.Response:
+    """One HTTP call with a wall-clock ``deadline`` (default :func:`timeout`) for all of it.
+
+    Raises :class:`requests.RequestException` (:class:`DeadlineExceeded` past the deadline). The
+    returned response has its body read and its connection back in the pool.
+    """
+    limit = timeout() if deadline is None else float(deadline)
+    started = time.monotonic()
+    response = session.request(method, url, timeout=(limit, limit), stream=True, **kwargs)
+    try:
+        chunks = []
+        while True:
+            # read1: whatever has arrived (up to a step), so a dripped body cannot hold us.
+            chunk = response.raw.read1(_READ_STEP, decode_content=True)
+            if chunk:
+                chunks.append(chunk)
+            if time.monotonic() - started > limit:
+                raise DeadlineExceeded(
+                    f"{method} {endpoint_host(url)} took longer than {limit:g} s"
+                )
+            if not chunk:
+                break
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+    except requests.RequestException:
+        response.raw.close()
+        raise
+    except Exception as exc:  # urllib3's own read errors: a broken or reset body
+        response.raw.close()
+        raise requests.ConnectionError(f"{type(exc).__name__} reading the answer") from None
+    finally:
+        response.close()  # body consumed: the connection goes back to the pool
+    return response
+
+
+@dataclass(frozen=True)
+class GoogleError:
+    """Google's error answer: a short ``error`` code and a ``description`` (redacted, capped).
+
+    OAuth endpoints answer ``{"error": "invalid_grant", "error_description": "..."}``; the APIs
+    answer ``{"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "..."}}``; a 5xx may
+    be an HTML page. The code falls back to ``http_<status>``.
+    """
+
+    status: int
+    error: str
+    description: str = ""
+
+
+def parse_error(response: requests.Response) -> GoogleError:
+    """Read Google's error body whatever its shape (see :class:`GoogleError`)."""
+    error, description = "", ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("error")
+        if isinstance(raw, str):
+            error = raw
+            description = str(body.get("error_description") or "")
+        elif isinstance(raw, dict):
+            error = str(raw.get("status") or raw.get("code") or "")
+            description = str(raw.get("message") or "")
+    if not error:
+        error = f"http_{response.status_code}"
+    if not description:
+        description = response.reason or f"HTTP {response.status_code}"
+    return GoogleError(
+        status=response.status_code,
+        error=redact_text(error)[:64],
+        description=redact_text(description)[:200],
+    )
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (seconds form; an HTTP date is ignored)."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def backoff(attempt: int, *, base: float, cap: float, asked: float | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): what Google asked for (capped), else
+    exponential backoff with jitter: ``base * 2**(attempt-1) * uniform(0.5, 1)``, capped."""
+    if asked is not None:
+        return min(asked, cap)
+    return min(cap, base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0))

@@ -1,0 +1,154 @@
+"""The in-process sweep executor behind ``manage.py oauth_heartbeat``.
+
+Runs :func:`oauth.heartbeat.credential_heartbeat` for each selected credential on a bounded pool of
+threads, each with its own database connection (closed when the thread is done); a large sweep is
+split over forked processes. The Celery executor is :mod:`oauth.tasks`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import queue
+import threading
+from collections import Counter
+
+import structlog
+from django.db import connection, connections
+
+from . import metrics
+from .app_settings import oauth_settings
+from .exceptions import TransientGoogleError
+from .google import transport
+from .heartbeat import (
+    _now,
+    credential_heartbeat,
+    heartbeat_run_start,
+    heartbeat_selection,
+    transient_outcome,
+)
+from .models import HeartbeatRun
+
+logger = structlog.get_logger("oauth.heartbeat")
+
+
+def _heartbeat_outcome(*, credential_id: int, actor: str, not_before: dt.datetime) -> str:
+    """One credential of an in-process sweep; never raises (one bad credential never stops it)."""
+    try:
+        outcome = credential_heartbeat(credential_id=credential_id, actor=actor, not_before=not_before)
+    except TransientGoogleError:
+        outcome = transient_outcome(credential_id=credential_id)
+    except Exception:
+        logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
+        outcome = "error"
+    metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
+    return outcome
+
+
+def _sweep_worker(
+    ids: queue.SimpleQueue, outcomes: Counter, lock: threading.Lock, actor, not_before, close=True
+) -> None:
+    try:
+        while True:
+            try:
+                credential_id = ids.get_nowait()
+            except queue.Empty:
+                return
+            outcome = _heartbeat_outcome(credential_id=credential_id, actor=actor, not_before=not_before)
+            with lock:
+                outcomes[outcome] += 1
+    finally:
+        if close:
+            connection.close()  # this thread's own connection
+
+
+#: Below this many credentials a sweep stays in one process (forking costs more than it saves).
+MIN_CREDENTIALS_PER_EXTRA_PROCESS = 200
+
+
+def _sweep_threads(ids: list[int], *, threads: int, actor: str, not_before: dt.datetime) -> Counter:
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    for credential_id in ids:
+        work.put(credential_id)
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+    if connection.vendor == "sqlite" or connection.in_atomic_block:
+        # One connection only (SQLite file, or a caller's transaction the threads could not see).
+        _sweep_worker(work, outcomes, lock, actor, not_before, close=False)
+        return outcomes
+    pool = [
+        threading.Thread(
+            target=_sweep_worker, args=(work, outcomes, lock, actor, not_before),
+            name=f"heartbeat-{i}", daemon=True,
+        )
+        for i in range(min(threads, max(1, len(ids))))
+    ]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return outcomes
+
+
+def _sweep_process(args) -> dict[str, int]:
+    """One forked process of a large sweep: its share of the credentials, on its own threads."""
+    ids, threads, actor, not_before = args
+    # Connections inherited from the parent belong to it: start with fresh ones.
+    transport.session_reset()
+    try:
+        return dict(_sweep_threads(ids, threads=threads, actor=actor, not_before=not_before))
+    finally:
+        connection.close()
+
+
+def _process_count(requested: int | None, selected: int) -> int:
+    wanted = int(requested if requested is not None else oauth_settings.OAUTH_HEARTBEAT_PROCESSES)
+    if wanted <= 0:
+        wanted = os.cpu_count() or 1
+    return max(1, min(wanted, selected // MIN_CREDENTIALS_PER_EXTRA_PROCESS or 1))
+
+
+def heartbeat_sweep_run(
+    *,
+    trigger: str,
+    all_credentials: bool = False,
+    account: str | None = None,
+    concurrency: int | None = None,
+    processes: int | None = None,
+) -> HeartbeatRun:
+    """Run a sweep now, in this process, ``concurrency`` credentials at a time; returns the run.
+
+    A refresh is mostly waiting on Google, so threads overlap the waits; but each one also costs
+    a few milliseconds of CPU (HTTP, ORM, encryption, logging) under one GIL. A large sweep is
+    therefore split over ``processes`` forked processes (OAUTH_HEARTBEAT_PROCESSES, 0 = one per
+    CPU), the ``concurrency`` threads shared between them.
+    """
+    now = _now()
+    selected = heartbeat_selection(now=now, all_credentials=all_credentials, account=account)
+    run = heartbeat_run_start(trigger=trigger, selected=len(selected), now=now)
+    concurrency = max(1, int(concurrency or oauth_settings.OAUTH_HEARTBEAT_CONCURRENCY))
+    actor = f"process:heartbeat:{trigger}"
+    count = _process_count(processes, len(selected))
+    if count > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        connections.close_all()  # no connection may cross the fork
+        chunks = [selected[i::count] for i in range(count)]
+        per_process = max(1, concurrency // count)
+        with multiprocessing.get_context("fork").Pool(count) as pool:
+            results = pool.map(_sweep_process, [(chunk, per_process, actor, now) for chunk in chunks])
+        outcomes: Counter = Counter()
+        for result in results:
+            outcomes.update(result)
+    else:
+        outcomes = _sweep_threads(selected, threads=concurrency, actor=actor, not_before=now)
+    run.outcomes = {str(outcome): count for outcome, count in outcomes.items()}
+    run.finished_at = _now()
+    run.save(update_fields=["outcomes", "finished_at"])
+    logger.info(
+        "Heartbeat sweep finished",
+        trigger=trigger, selected=len(selected), outcomes=run.outcomes, processes=count,
+        duration_s=round((run.finished_at - run.started_at).total_seconds(), 2),
+    )
+    return run
+
+
+__all__ = ["heartbeat_sweep_run"]
