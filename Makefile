@@ -39,6 +39,7 @@ demo: install
 ## The whole suite against real PostgreSQL (TEST_DATABASE_URL) and Redis (TEST_REDIS_URL).
 test: install-test
 	@$(BIN)/python tests/check_services.py
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Benchmarks against the project's fake Google; prints figures.

@@ -1,15 +1,14 @@
 """Writes of the OAuth app that every part shares: the audit trail.
 
-Flow-specific services live beside their flow (``oauth/consent.py``, ``oauth/tokens.py``, ...);
+Flow-specific services live beside their flow (``oauth/consent.py``, ``oauth/tokens/``, ...);
 they all record what happened through :func:`audit_record`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from butlers.logging import redact_event
-
 from .models import AuditEvent, GoogleCredential
+from .redaction import redact_event
 
 
 def actor_for_user(user) -> str:
