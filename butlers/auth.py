@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
+
+logger = logging.getLogger("butlers.auth")
 
 
 def client_address(request: HttpRequest) -> str | None:
@@ -49,6 +54,27 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         )
     response["Retry-After"] = str(math.ceil(cool_off.total_seconds()))
     return response
+
+
+class AnonymousWhenDatabaseDownMiddleware:
+    """Load the session's user now; with the database down, carry on as an anonymous user.
+
+    Later middleware (the request logger binds the user id) would otherwise hit the database
+    outside any view and answer a bare 500. This way each view decides: the probes report the
+    outage per check, the status API answers 503 JSON, staff pages send to the login page.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            request.user.pk  # noqa: B018 - forces the lazy session and user lookup
+        except DatabaseError as exc:
+            logger.error("The session's user could not be loaded (%s): treated as anonymous",
+                         type(exc).__name__)
+            request.user = AnonymousUser()
+        return self.get_response(request)
 
 
 def _unauthorized(description: str, status: int = 401) -> JsonResponse:

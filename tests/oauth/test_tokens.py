@@ -500,3 +500,92 @@ def test_a_worker_killed_mid_refresh_leaves_the_credential_consistent(
 
     assert token.value != ACCESS_TOKEN
     assert reload(credential).access_token.reveal() == token.value
+
+
+# --- the cache never answers for a credential it was not cached from ------------------------------
+def _oauth_token(env) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "oauth_token"], env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_changed_or_broken_env_credential_is_never_answered_from_the_cache(
+    fake_google, subprocess_env
+):
+    from conftest import CLIENT_ID, CLIENT_SECRET
+    from oauth.selectors import CALENDAR_JSON_VAR, DEPRECATED_ENV_VARS
+
+    env = {k: v for k, v in subprocess_env.items() if k not in DEPRECATED_ENV_VARS}
+    env.update(fake_google.env())
+
+    def credential(email: str) -> str:
+        return json.dumps({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                           "refresh_token": fake_google.issue_grant(email)})
+
+    first = _oauth_token({**env, CALENDAR_JSON_VAR: credential("alice@example.com")})
+    assert first.returncode == 0, first.stderr
+    alice_token = first.stdout.strip()
+    assert fake_google.access_tokens[alice_token].email == "alice@example.com"
+
+    # same Redis, same database: the variable is now broken -> the runbook's message, not a token
+    broken = _oauth_token({**env, CALENDAR_JSON_VAR: "{not json"})
+    assert broken.returncode != 0
+    assert f"{CALENDAR_JSON_VAR} must be set to a non-empty JSON object" in broken.stderr
+    assert alice_token not in broken.stdout + broken.stderr
+
+    # another account's credential -> that account's token, never alice's
+    other = _oauth_token({**env, CALENDAR_JSON_VAR: credential("bob@example.com")})
+    assert other.returncode == 0, other.stderr
+    bob_token = other.stdout.strip()
+    assert bob_token != alice_token
+    assert fake_google.access_tokens[bob_token].email == "bob@example.com"
+
+
+def test_a_revoked_or_deleted_credential_is_never_answered_from_the_cache(
+    stale_credential, fake_google, oauth_client_factory
+):
+    oauth_client_factory()
+    alice = stale_credential()
+    token = access_token_get(actor="process:test")  # refreshed and cached under the primary alias
+    assert access_token_get(actor="process:test").value == token.value  # warm
+
+    # another writer (no cache invalidation of its own) revokes: the token version moves on
+    GoogleCredential.objects.filter(pk=alice.pk).update(
+        revoked_at=timezone.now(), token_version=alice.token_version + 1
+    )
+    from oauth.tokens import cache as token_cache
+
+    token_cache.epoch_bump()
+    with pytest.raises(ReconsentRequired):
+        access_token_get(actor="process:test")
+
+    GoogleCredential.objects.filter(pk=alice.pk).delete()
+    with pytest.raises(CredentialError):
+        access_token_get(account="alice@example.com", actor="process:test")
+
+
+def test_a_refresh_after_a_failure_clears_the_last_error(
+    stale_credential, fake_google, oauth_client_factory, staff_client
+):
+    oauth_client_factory()
+    stale_credential()
+    fake_google.fail_token(4, status=503)  # every attempt of the first call fails
+    with pytest.raises(TransientGoogleError):
+        access_token_get(actor="process:test")
+    status = staff_client.get("/api/oauth/status").json()["accounts"][0]
+    assert status["last_error_code"] and status["consecutive_failures"] == 1
+
+    access_token_get(actor="process:test")
+
+    status = staff_client.get("/api/oauth/status").json()["accounts"][0]
+    assert status["state"] == "connected"
+    assert status["last_error_code"] == "" and status["last_error_detail"] == ""
+    assert status["consecutive_failures"] == 0
+    assert "Last error" not in staff_client.get("/").content.decode()
