@@ -36,6 +36,12 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
+#: A broker client (docs/token-api.md): with BUTLERS_BROKER_URL set and no DATABASE_URL, this process
+#: (the Gmail connector on another host) gets access tokens from the broker and keeps only its own
+#: non-secret state (Gmail cursors and messages) in the SQLite file under BUTLERS_VAR_DIR. It holds
+#: no secret, so it needs neither SECRET_KEY nor OAUTH_ENCRYPTION_KEYS: local values are made
+#: under BUTLERS_VAR_DIR as for DEBUG.
+BROKER_CLIENT = bool(env.str("BUTLERS_BROKER_URL", default="")) and not env.str("DATABASE_URL", default="")
 
 
 def _stop(message: str) -> None:
@@ -55,7 +61,7 @@ def _dev_value(name: str, make) -> str:
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
+    if not (DEBUG or BROKER_CLIENT):
         _stop(
             "SECRET_KEY is not set. Generate one with: "
             "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
@@ -67,7 +73,7 @@ if not SECRET_KEY:
 #: Fernet keys, newest first. The first encrypts; every one of them decrypts.
 OAUTH_ENCRYPTION_KEYS = env.list("OAUTH_ENCRYPTION_KEYS", default=[])
 if not OAUTH_ENCRYPTION_KEYS:
-    if not DEBUG:
+    if not (DEBUG or BROKER_CLIENT):
         _stop(
             "OAUTH_ENCRYPTION_KEYS is not set. Generate a key with: "
             "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"

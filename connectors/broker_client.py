@@ -152,7 +152,8 @@ class BrokerClient:
     # --- tokens -------------------------------------------------------------------------------
     def token(self, account: str | None = None, *, force_refresh: bool = False) -> BrokerToken:
         """A token for ``account`` (the primary when None): from this process while it has more
-        than ``margin`` seconds left, else from the broker (one request per account at a time)."""
+        than ``margin`` seconds left, else from the broker (one request per account at a time).
+        ``force_refresh`` (after Google answered 401 to the token) asks the broker for a new one."""
         name = account or _PRIMARY
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
@@ -163,7 +164,11 @@ class BrokerClient:
                 cached = None
             if cached is not None and cached.expires_in(now=self.clock()) > self.margin:
                 return cached
-            body = self._request("POST", "/api/oauth/token", {"account": account} if account else {})
+            payload: dict[str, Any] = {"account": account} if account else {}
+            if force_refresh:
+                # Google refused the token we had: ask the broker to refresh, not to resend it.
+                payload["force_refresh"] = True
+            body = self._request("POST", "/api/oauth/token", payload)
             try:
                 token = BrokerToken(
                     access_token=str(body["access_token"]),

@@ -172,6 +172,8 @@ def _body(request: HttpRequest) -> dict[str, Any]:
             "'account' must be an account's email address (a string), or left out for the "
             "primary account."
         )
+    if not isinstance(body.get("force_refresh", False), bool):
+        raise TokenApiError("'force_refresh' must be true or false (true only after Google refused a token).")
     return body
 
 
@@ -185,13 +187,17 @@ def token(request: HttpRequest) -> HttpResponse:
     account = None
     try:
         key = _authenticate(request)
-        account = (_body(request).get("account") or "").strip() or None
+        body = _body(request)
+        account = (body.get("account") or "").strip() or None
         chosen = service_key_credential(key=key, account=account)
         credential = chosen.credential
         if chosen.lacking_scopes:
             raise scope_forbidden(key, credential, chosen.lacking_scopes)
+        # force_refresh: Google refused the token the caller has (401). The token service refreshes
+        # once however many callers ask at once, and the key's rate limit bounds how often.
         access = access_token_get(
-            account=credential.email or credential.credential_key, actor=service_key_actor(key)
+            account=credential.email or credential.credential_key, actor=service_key_actor(key),
+            force_refresh=bool(body.get("force_refresh")),
         )
     except OAuthError as exc:
         status, body, headers = _error_payload(exc, credential)

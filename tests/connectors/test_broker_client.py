@@ -136,3 +136,13 @@ def test_the_client_needs_neither_django_nor_requests():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_force_refresh_gets_a_new_token_from_google(broker, fake_google):
+    first = broker.access_token(ALICE)
+    fake_google.revoke_access_tokens(ALICE)
+
+    fresh = broker.access_token(ALICE, force_refresh=True)
+
+    assert fresh != first and fake_google.refreshes_for(ALICE) == 2
+    assert broker.access_token(ALICE) == fresh  # and kept

@@ -245,3 +245,18 @@ def test_every_call_is_audited_and_counted_without_the_key_or_the_token(broker):
     exposition = metrics.metrics_text().decode()
     assert 'key="gmail-butler"' in exposition
     assert key not in exposition and issued not in exposition
+
+
+def test_force_refresh_replaces_a_token_google_refused(broker):
+    key = broker.key(all_accounts=True)
+    first = broker.token(key, ALICE).json()["access_token"]
+    broker.google.revoke_access_tokens(ALICE)  # Google now answers 401 to it
+
+    same = broker.token(key, ALICE).json()["access_token"]
+    fresh = broker.token(key, body={"account": ALICE, "force_refresh": True})
+    bad = broker.token(key, body={"account": ALICE, "force_refresh": "yes"})
+
+    assert same == first  # without force_refresh the cached token is served
+    assert fresh.status_code == 200 and fresh.json()["access_token"] != first
+    assert broker.google.refreshes_for(ALICE) == 2
+    assert bad.status_code == 400 and "force_refresh" in bad.json()["description"]

@@ -6,7 +6,9 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
+from connectors import broker_mode
 from connectors.app_settings import connector_settings
+from connectors.broker_client import BrokerClient, BrokerConfigError, BrokerError
 from connectors.exceptions import (
     GmailCredentialError,
     GmailRequestError,
@@ -15,6 +17,7 @@ from connectors.exceptions import (
 from connectors.gmail import gmail_accounts, gmail_poll
 from oauth.preflight import (
     EXIT_CREDENTIAL_UNUSABLE,
+    EXIT_DATABASE_UNAVAILABLE,
     EXIT_NO_CREDENTIALS,
     GuardFailure,
     credentials_required,
@@ -36,7 +39,11 @@ class Command(BaseCommand):
         "grant stops it with the banner (when it is the only account; among several, that account "
         "is reported and skipped from then on). Exit codes: 0 stopped cleanly or --once succeeded; 1 "
         "with --once, a poll failed (network, Google error); 3/4/5 the startup guard blocked "
-        "(no credential / unusable or expired credential / database unavailable)."
+        "(no credential / unusable or expired credential / database unavailable). With "
+        "BUTLERS_BROKER_URL and BUTLERS_SERVICE_KEY set it runs in broker mode (docs/token-api.md): "
+        "tokens come from the token broker, the accounts are those the key may use, and only the "
+        "Gmail state is kept locally (SQLite under BUTLERS_VAR_DIR without DATABASE_URL); exit 3 "
+        "when the broker refuses the key, 5 when it cannot be reached at start."
     )
 
     def add_arguments(self, parser) -> None:
@@ -55,7 +62,9 @@ class Command(BaseCommand):
         interval = float(connector_settings.GMAIL_POLL_INTERVAL if interval is None else interval)
         if interval <= 0:
             raise CommandError("--interval must be a positive number of seconds.")
-        credentials_required(caller=CALLER, account=account)
+        broker = self._broker_start() if broker_mode.broker_configured() else None
+        if broker is None:
+            credentials_required(caller=CALLER, account=account)
 
         stop = threading.Event()
         received: list[str] = []
@@ -71,7 +80,7 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         while True:
-            failed = self._poll_everything(account)
+            failed = self._poll_everything(account, broker)
             if once:
                 if failed:
                     raise CommandError(f"{failed} Gmail poll(s) failed; see the messages above.")
@@ -80,15 +89,27 @@ class Command(BaseCommand):
                 break
         self.stdout.write(f"Gmail connector stopped ({received[0] if received else 'stop'}).")
 
-    def _poll_everything(self, account: str | None) -> int:
-        accounts = [account] if account else gmail_accounts()
+    def _poll_everything(self, account: str | None, broker: BrokerClient | None = None) -> int:
+        if account:
+            accounts = [account]
+        elif broker is not None:
+            try:
+                accounts = broker_mode.broker_gmail_accounts(broker)
+            except BrokerError as exc:
+                self.stderr.write(f"The token broker did not list the accounts: {exc}")
+                return 1
+        else:
+            accounts = gmail_accounts()
         if not accounts:
             self.stderr.write("No account to poll: no stored credential can read Gmail.")
             return 1
         failed = 0
         for each in accounts:
             try:
-                result = gmail_poll(account=each, actor="process:gmail-connector")
+                result = gmail_poll(
+                    account=each, actor="process:gmail-connector",
+                    token_source=broker_mode.broker_token_source(broker, each) if broker else None,
+                )
             except GmailTokenRefreshError as exc:
                 # A dead grant stops a connector that has nothing else to poll; among several
                 # accounts it is reported and drops out (its state is now 'expired').
@@ -97,7 +118,7 @@ class Command(BaseCommand):
                         caller=CALLER,
                         failure=GuardFailure(
                             problem=str(exc),
-                            remediation=reconnect_remediation(),
+                            remediation=_broker_remediation(broker) if broker else reconnect_remediation(),
                             exit_code=EXIT_CREDENTIAL_UNUSABLE,
                         ),
                         stream=self.stderr._out,
@@ -110,7 +131,7 @@ class Command(BaseCommand):
                     caller=CALLER,
                     failure=GuardFailure(
                         problem=str(exc),
-                        remediation=standard_remediation(),
+                        remediation=_broker_remediation(broker) if broker else standard_remediation(),
                         exit_code=EXIT_NO_CREDENTIALS,
                     ),
                     stream=self.stderr._out,
@@ -124,3 +145,43 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
         return failed
+
+    def _broker_start(self) -> BrokerClient:
+        """Broker mode: the client, the local store ready, and the key accepted by the broker."""
+        try:
+            broker = broker_mode.broker_client_from_env()
+        except BrokerConfigError as exc:
+            self._blocked(str(exc), EXIT_NO_CREDENTIALS, None)
+        broker_mode.local_store_prepare()
+        try:
+            usable = broker_mode.broker_gmail_accounts(broker)
+        except BrokerError as exc:
+            code = EXIT_DATABASE_UNAVAILABLE if exc.status is None or exc.status >= 500 else EXIT_NO_CREDENTIALS
+            self._blocked(f"The token broker refused to start this connector: {exc}", code, broker)
+        self.stdout.write(
+            f"Token broker at {broker.url} accepted the service key; {len(usable)} account(s) "
+            "can be polled."
+        )
+        self.stdout.flush()
+        return broker
+
+    def _blocked(self, problem: str, exit_code: int, broker: BrokerClient | None):
+        exit_blocked(
+            caller=CALLER,
+            failure=GuardFailure(
+                problem=problem, remediation=_broker_remediation(broker), exit_code=exit_code
+            ),
+            stream=self.stderr._out,
+        )
+
+
+def _broker_remediation(broker: BrokerClient | None) -> list[str]:
+    where = broker.url if broker else "the broker"
+    return [
+        "This connector runs in broker mode: BUTLERS_BROKER_URL and BUTLERS_SERVICE_KEY (see "
+        "docs/token-api.md).",
+        f"Check that {where} answers (GET /api/health) and that the key is valid: an operator "
+        "creates one with 'manage.py service_key_create NAME --account EMAIL --scopes "
+        "gmail.readonly' on the broker.",
+        f"A dead grant is reconnected on the broker's dashboard ({where}/), not here.",
+    ]
