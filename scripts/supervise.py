@@ -46,6 +46,7 @@ ROUTINE = [
     re.compile(r"Connected to (filesystem|redis)://"),
     re.compile(PROBE_AGENT),
     re.compile(r"Warm shutdown \(MainProcess\)"),
+    re.compile(r"AXES: (Reset|Deleted|Cleaned up) 0 "),  # django-axes' no-op bookkeeping per login
     re.compile(r"^\s*$"),
 ]
 
