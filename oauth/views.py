@@ -38,6 +38,7 @@ _RATE_RE = re.compile(r"^\d+/\d*[smhd]?$")
 #: What a cache call raises when its server is unreachable (django-redis, redis-py, a file cache).
 _CACHE_ERRORS = (ConnectionInterrupted, RedisError, OSError)
 _DEFAULT_RATE = "30/m"
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _is_staff(request: HttpRequest) -> bool:
@@ -67,6 +68,14 @@ def _status_for(exc: OAuthError) -> int:
 
 def error_response(request: HttpRequest, exc: OAuthError, *, as_json: bool = False) -> HttpResponse:
     """The response for a domain error: its code and what to do, never a secret or raw body."""
+    response = _error_body(request, exc, as_json=as_json)
+    if response.status_code == 429:
+        # The limit counts in fixed windows of the rate's period: by then the count has reset.
+        response["Retry-After"] = str(_rate_window_seconds())
+    return response
+
+
+def _error_body(request: HttpRequest, exc: OAuthError, *, as_json: bool) -> HttpResponse:
     status = _status_for(exc)
     if as_json or wants_json(request):
         return JsonResponse({"error": exc.error, "description": exc.description}, status=status)
@@ -82,6 +91,22 @@ def error_response(request: HttpRequest, exc: OAuthError, *, as_json: bool = Fal
     return render(request, "oauth/error.html", {"error": error}, status=status)
 
 
+def _effective_rate() -> str | None:
+    rate = oauth_settings.rate_limit
+    if rate is not None and not _RATE_RE.match(rate):
+        logger.error("OAUTH_RATE_LIMIT=%r is not a rate like '30/m'; using %s", rate, _DEFAULT_RATE)
+        rate = _DEFAULT_RATE
+    return rate
+
+
+def _rate_window_seconds() -> int:
+    """The period of OAUTH_RATE_LIMIT in seconds ('30/m' -> 60, '5/10s' -> 10)."""
+    period = (_effective_rate() or _DEFAULT_RATE).partition("/")[2]
+    unit = period[-1] if period and period[-1] in _PERIOD_SECONDS else "s"
+    count = period.rstrip("smhd") or "1"
+    return int(count) * _PERIOD_SECONDS[unit]
+
+
 def _rate_limited(request: HttpRequest, *, group: str) -> bool:
     """OAUTH_RATE_LIMIT for consent starts and callbacks, counted in the cache.
 
@@ -89,12 +114,9 @@ def _rate_limited(request: HttpRequest, *, group: str) -> bool:
     staff can start a consent and a callback needs a state bound to their session, so a flood
     gains nothing, while refusing would stop every reconnect until Redis is back.
     """
-    rate = oauth_settings.rate_limit
+    rate = _effective_rate()
     if rate is None:
         return False
-    if not _RATE_RE.match(rate):
-        logger.error("OAUTH_RATE_LIMIT=%r is not a rate like '30/m'; using %s", rate, _DEFAULT_RATE)
-        rate = _DEFAULT_RATE
     try:
         return is_ratelimited(request, group=group, key="user_or_ip", rate=rate, increment=True)
     except _CACHE_ERRORS as exc:

@@ -99,3 +99,15 @@ def test_finding_02_postgresql_down_status_answers_503_json(staff_user):
     finally:
         connection.close()
         connection.settings_dict.update(saved)
+
+
+# --- finding 15: a 429 from this app says when to come back ---------------------------------------
+@pytest.mark.parametrize("rate, seconds", [("2/m", "60"), ("2/10s", "10"), ("2/h", "3600")])
+def test_finding_15_a_consent_429_carries_retry_after(staff_client, fake_google, settings, rate, seconds):
+    settings.OAUTH_RATE_LIMIT = rate
+    answers = [staff_client.get("/api/oauth/google/start", {"redirect": "false"}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1]["Retry-After"] == seconds
+    assert answers[-1].json()["error"] == "rate_limited"
+    page = staff_client.get("/api/oauth/google/start", **HTML)
+    assert page.status_code == 429 and page["Retry-After"] == seconds
