@@ -5,20 +5,20 @@ HTTP boundary (``responses``) or served by the project's fake Google (``tests/fa
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent
-
-#: Non-secret-looking but unique plaintexts, so a test can grep for them anywhere.
-REFRESH_TOKEN = "1//test-refresh-token-PLAINTEXT-rt"
-ACCESS_TOKEN = "ya29.test-access-token-PLAINTEXT-at"
-CLIENT_SECRET = "GOCSPX-test-client-secret-PLAINTEXT"
-CLIENT_ID = "1234567890-test.apps.googleusercontent.com"
+from tests.factories import (  # noqa: F401 - re-exported for tests written before tests.factories
+    ACCESS_TOKEN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    ROOT,
+    credential_create,
+    oauth_client_create,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -45,74 +45,19 @@ def _no_deprecated_env(monkeypatch):
 
 @pytest.fixture
 def oauth_client_factory(db):
-    """Save the OAuth client in the DB (what an admin does)."""
-    from oauth.models import OAuthClient
-
-    def make(
-        *,
-        client_id: str = CLIENT_ID,
-        client_secret: str = CLIENT_SECRET,
-        redirect_uri: str = "http://testserver/api/oauth/google/callback",
-    ) -> OAuthClient:
-        client, _ = OAuthClient.objects.update_or_create(
-            key="google",
-            defaults={
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "redirect_uri": redirect_uri,
-            },
-        )
-        return client
-
-    return make
+    """Save the OAuth client in the DB (what an admin does): :func:`tests.factories.oauth_client_create`."""
+    return oauth_client_create
 
 
 @pytest.fixture
 def credential_factory(db):
-    """Create a stored credential; the first one made is the primary unless a key is given."""
-    from django.utils import timezone
-
-    from oauth.models import PRIMARY_CREDENTIAL_KEY, GoogleCredential
-    from oauth.services import credential_set_scopes
-
+    """Create stored credentials (:func:`tests.factories.credential_create`); emails default to
+    user<n>@example.com."""
     counter = {"n": 0}
 
-    def make(
-        *,
-        email: str | None = None,
-        credential_key: str | None = None,
-        refresh_token: str | None = REFRESH_TOKEN,
-        access_token: str | None = ACCESS_TOKEN,
-        expires_in: int | None = 3600,
-        scopes: tuple[str, ...] = ("openid", "email", "gmail.readonly", "gmail.modify", "calendar"),
-        client_id: str = CLIENT_ID,
-        state: str = "connected",
-        **fields,
-    ) -> GoogleCredential:
+    def make(*, email: str | None = None, **kwargs):
         counter["n"] += 1
-        now = timezone.now()
-        if email is None:
-            email = f"user{counter['n']}@example.com"
-        if credential_key is None:
-            credential_key = (
-                PRIMARY_CREDENTIAL_KEY
-                if not GoogleCredential.objects.filter(credential_key=PRIMARY_CREDENTIAL_KEY).exists()
-                else f"google:{email}"
-            )
-        credential = GoogleCredential.objects.create(
-            credential_key=credential_key,
-            email=email,
-            credentials={"client_id": client_id, "email": email},
-            refresh_token=refresh_token,
-            access_token=access_token,
-            access_token_expires_at=(now + dt.timedelta(seconds=expires_in)) if expires_in else None,
-            state=state,
-            consented_at=fields.pop("consented_at", now),
-            refresh_token_issued_at=fields.pop("refresh_token_issued_at", now),
-            **fields,
-        )
-        credential_set_scopes(credential=credential, scopes=scopes)
-        return credential
+        return credential_create(email=email or f"user{counter['n']}@example.com", **kwargs)
 
     return make
 

@@ -7,7 +7,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from conftest import ROOT
+from tests.factories import ROOT
 from oauth.app_settings import oauth_settings
 
 

@@ -12,7 +12,7 @@ from butlers.startup_guard import (
     EXIT_NO_CREDENTIALS,
     require_google_credentials_or_exit,
 )
-from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ROOT
 from oauth.selectors import DEPRECATED_ENV_VARS
 
 pytestmark = pytest.mark.django_db

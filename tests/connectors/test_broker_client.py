@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT
+from tests.factories import ROOT
 from connectors.broker_client import (
     BrokerAuthError,
     BrokerClient,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from conftest import CLIENT_ID, CLIENT_SECRET
+from tests.factories import CLIENT_ID, CLIENT_SECRET
 from connectors import google_api
 from connectors.calendar import (
     CalendarClient,

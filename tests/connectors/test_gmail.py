@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from connectors.gmail import gmail_poll
 from connectors.models import GmailMailbox, GmailMessage
 from connectors.tasks import gmail_poll_all

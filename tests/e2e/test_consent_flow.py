@@ -17,7 +17,7 @@ import pytest
 import requests
 from django.db import connection, connections
 
-from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from oauth.models import GoogleCredential, OAuthState
 from tests.fake_google import ConsentPlan
 

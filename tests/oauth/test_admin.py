@@ -1,5 +1,5 @@
 """The admin shows accounts, states and scopes, and never a secret."""
-from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.models import AuditEvent, OAuthClient
 
 SECRETS = (REFRESH_TOKEN, ACCESS_TOKEN, CLIENT_SECRET)

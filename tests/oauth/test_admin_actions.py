@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.messages import get_messages
 
-from conftest import CLIENT_SECRET
+from tests.factories import CLIENT_SECRET
 from oauth.models import AuditEvent, GoogleCredential
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
-from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, ROOT
 from oauth.models import GoogleCredential
 from oauth.selectors import DEPRECATED_ENV_VARS
 

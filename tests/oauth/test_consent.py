@@ -8,7 +8,7 @@ import pytest
 import responses
 from django.db import DatabaseError, connection
 
-from conftest import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from oauth import consent
 from oauth.exceptions import (
     AccessDenied,

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from conftest import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.encryption import Secret, decrypt, encrypt
 from oauth.exceptions import DecryptionFailed, EncryptionError, EncryptionKeyMissing
 from oauth.models import GoogleCredential, OAuthClient

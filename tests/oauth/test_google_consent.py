@@ -9,7 +9,7 @@ import pytest
 import requests
 import responses
 
-from conftest import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.encryption import Secret
 from oauth.exceptions import RedirectUriMismatch, TokenExchangeFailed
 from oauth.google import consent as google_consent

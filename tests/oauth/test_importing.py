@@ -8,7 +8,7 @@ import sys
 import pytest
 from django.db import connection
 
-from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from oauth.exceptions import EnvCredentialInvalid, NothingToImport, ReconsentRequired
 from oauth.importing import env_credentials_import
 from oauth.models import AuditEvent, GoogleCredential

@@ -6,7 +6,7 @@ import logging
 import pytest
 import structlog
 
-from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.exceptions import ReconsentRequired
 from oauth.tokens import access_token_get
 

@@ -74,7 +74,7 @@ else:
 
 @pytest.mark.django_db(transaction=True)
 def test_several_processes_add_up_in_multiprocess_mode(subprocess_env, tmp_path, credential_factory):
-    from conftest import ROOT
+    from tests.factories import ROOT
 
     credential_factory(email="alice@example.com")
     env = dict(subprocess_env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path),

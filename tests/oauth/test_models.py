@@ -72,7 +72,7 @@ def test_the_audit_log_is_append_only(credential_factory):
 
 
 def test_a_credential_repr_never_holds_a_secret(credential_factory):
-    from conftest import ACCESS_TOKEN, REFRESH_TOKEN
+    from tests.factories import ACCESS_TOKEN, REFRESH_TOKEN
 
     credential = GoogleCredential.objects.get(pk=credential_factory(email="a@example.com").pk)
     text = repr(credential) + str(credential) + repr(vars(credential))

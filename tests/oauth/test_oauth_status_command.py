@@ -6,7 +6,7 @@ import json
 
 from django.core.management import call_command
 
-from conftest import ACCESS_TOKEN, CLIENT_ID, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_ID, REFRESH_TOKEN
 
 
 def _run(*args) -> str:

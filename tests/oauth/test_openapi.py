@@ -12,7 +12,7 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from conftest import ROOT
+from tests.factories import ROOT
 from oauth.models import CredentialState, GoogleCredential
 from oauth.service_keys import service_key_create
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, REFRESH_TOKEN
 from oauth.exceptions import RevocationFailed
 from oauth.models import AuditEvent, GoogleCredential
 from oauth.revocation import credential_revoke

@@ -5,7 +5,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.encryption import is_current
 from oauth.exceptions import DecryptionFailed
 from oauth.models import AuditEvent, GoogleCredential, OAuthClient, OAuthState

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from conftest import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.exceptions import AccountNotFound, CredentialError, EnvCredentialInvalid, NotConfigured
 from oauth.selectors import CALENDAR_JSON_VAR, credential_resolve, oauth_client_get
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from conftest import ROOT
+from tests.factories import ROOT
 from oauth.exceptions import ServiceKeyForbidden, ServiceKeyInvalid
 from oauth.models import AuditEvent, ServiceKey
 from oauth.service_keys import service_key_authenticate, service_key_create, service_key_revoke

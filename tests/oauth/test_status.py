@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.models import AuditAction
 from oauth.services import audit_record
 from oauth.status import status_payload

@@ -126,7 +126,7 @@ def _queued_tasks(redis_url: str) -> list[tuple[str, dict]]:
 def test_two_beat_processes_send_one_sweep_per_interval(subprocess_env, python_exe):
     import os
 
-    from conftest import ROOT
+    from tests.factories import ROOT
 
     redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     env = dict(subprocess_env, OAUTH_HEARTBEAT_INTERVAL="2", GMAIL_POLL_INTERVAL="3600")

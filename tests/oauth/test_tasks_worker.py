@@ -14,7 +14,7 @@ import time
 import pytest
 from django.db import connection
 
-from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from oauth.models import GoogleCredential
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import CLIENT_ID, CLIENT_SECRET, ROOT
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from oauth.models import AuditEvent
 from oauth.service_keys import service_key_create
 from tests.gunicorn_server import GunicornServer

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from conftest import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.exceptions import (
     AccountNotFound,
     ClientMisconfigured,
@@ -382,7 +382,7 @@ def test_access_token_repr_hides_the_value():
 
 
 def fake_google_client_id() -> str:
-    from conftest import CLIENT_ID
+    from tests.factories import CLIENT_ID
 
     return CLIENT_ID
 
@@ -403,7 +403,7 @@ print(json.dumps({"token": token.value, "account": token.account}), flush=True)
 
 
 def _child_env(subprocess_env, fake, *, redis_url=None):
-    from conftest import CLIENT_ID
+    from tests.factories import CLIENT_ID
 
     env = dict(subprocess_env)
     env.update(fake.env())
@@ -417,7 +417,7 @@ def _race(env, tmp_path, n=8):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.factories import ROOT
 
     go = tmp_path / "go"
     children = [
@@ -471,7 +471,7 @@ def test_a_worker_killed_mid_refresh_leaves_the_credential_consistent(
     import sys
     import time
 
-    from conftest import ROOT
+    from tests.factories import ROOT
 
     fake_google.token_latency = 5
     credential = stale_credential()
@@ -507,7 +507,7 @@ def _oauth_token(env) -> "subprocess.CompletedProcess":
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.factories import ROOT
 
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "oauth_token"], env=env, capture_output=True,
@@ -519,7 +519,7 @@ def _oauth_token(env) -> "subprocess.CompletedProcess":
 def test_a_changed_or_broken_env_credential_is_never_answered_from_the_cache(
     fake_google, subprocess_env
 ):
-    from conftest import CLIENT_ID, CLIENT_SECRET
+    from tests.factories import CLIENT_ID, CLIENT_SECRET
     from oauth.selectors import CALENDAR_JSON_VAR, DEPRECATED_ENV_VARS
 
     env = {k: v for k, v in subprocess_env.items() if k not in DEPRECATED_ENV_VARS}

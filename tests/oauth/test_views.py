@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from django.test import Client
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from conftest import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
+from tests.factories import ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN
 from oauth import consent
 from oauth.models import AuditAction, AuditEvent, GoogleCredential, OAuthState
 from tests.fake_google import ConsentPlan

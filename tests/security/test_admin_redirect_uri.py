@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CLIENT_SECRET
+from tests.factories import CLIENT_SECRET
 from oauth.models import OAuthClient
 
 ADD = "/admin/oauth/oauthclient/add/"

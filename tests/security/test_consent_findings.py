@@ -12,7 +12,7 @@ import responses
 from django.db import connection, connections
 from django.test import Client
 
-from conftest import REFRESH_TOKEN
+from tests.factories import REFRESH_TOKEN
 from oauth import consent
 from oauth.exceptions import InvalidState, TokenExchangeFailed
 from oauth.models import AuditAction, AuditEvent, GoogleCredential
