@@ -20,7 +20,7 @@ import datetime as dt
 import json
 
 import structlog
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import metrics
@@ -122,7 +122,12 @@ def probe_results_store(
 def transient_outcome(*, credential_id: int) -> str:
     """The outcome of a heartbeat that failed transiently: 'refresh_failing' once the grant shows
     it (repeated failures), else 'retrying' (the next attempt may well succeed)."""
-    state = GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
+    try:
+        state = (
+            GoogleCredential.objects.filter(pk=credential_id).values_list("state", flat=True).first()
+        )
+    except DatabaseError:  # the database is restarting: the failure is recorded or will be
+        return RETRYING
     return state if state == CredentialState.REFRESH_FAILING else RETRYING
 
 

@@ -11,10 +11,11 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections import Counter
 
 import structlog
-from django.db import connection, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 
 from . import metrics
 from .app_settings import oauth_settings
@@ -32,17 +33,62 @@ from .models import HeartbeatRun
 logger = structlog.get_logger("oauth.heartbeat")
 
 
-def _heartbeat_outcome(*, credential_id: int, actor: str, not_before: dt.datetime) -> str:
-    """One credential of an in-process sweep; never raises (one bad credential never stops it)."""
+#: Tries of one credential when the database connection breaks under it (a restart), with
+#: growing waits of about 15 s in all: long enough for PostgreSQL to come back.
+DATABASE_TRIES = 6
+
+
+def _reconnect(attempt: int) -> None:
+    """Drop this thread's broken connection (the next query opens a new one) and wait a little."""
     try:
-        outcome = credential_heartbeat(credential_id=credential_id, actor=actor, not_before=not_before)
-    except TransientGoogleError:
-        outcome = transient_outcome(credential_id=credential_id)
-    except Exception:
-        logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
-        outcome = "error"
+        connection.close()
+    except DatabaseError:
+        pass  # already dead: closing it is all that was asked
+    time.sleep(min(8.0, 0.5 * 2**attempt))
+
+
+def _heartbeat_outcome(*, credential_id: int, actor: str, not_before: dt.datetime) -> str:
+    """One credential of an in-process sweep; never raises (one bad credential never stops it).
+
+    A broken database connection (PostgreSQL restarting) is reopened and the credential tried
+    again: the heartbeat is idempotent (``not_before``), so a refresh that was stored is not redone.
+    """
+    for attempt in range(DATABASE_TRIES):
+        try:
+            outcome = credential_heartbeat(
+                credential_id=credential_id, actor=actor, not_before=not_before
+            )
+        except TransientGoogleError:
+            outcome = transient_outcome(credential_id=credential_id)
+        except (OperationalError, InterfaceError) as exc:
+            if attempt + 1 < DATABASE_TRIES:
+                logger.warning("Database connection lost during a heartbeat; reconnecting",
+                               credential_id=credential_id, error=type(exc).__name__)
+                _reconnect(attempt)
+                continue
+            logger.error("Heartbeat failed for one credential: the database stayed unreachable",
+                         credential_id=credential_id, error=type(exc).__name__)
+            outcome = "error"
+        except Exception:
+            logger.exception("Heartbeat failed for one credential", credential_id=credential_id)
+            outcome = "error"
+        break
     metrics.HEARTBEAT_RESULTS.labels(outcome).inc()
     return outcome
+
+
+def _run_finish(run: HeartbeatRun, outcomes: Counter) -> None:
+    """Store the sweep's outcomes, reconnecting if the database restarted during the sweep."""
+    run.outcomes = {str(outcome): count for outcome, count in outcomes.items()}
+    run.finished_at = _now()
+    for attempt in range(DATABASE_TRIES):
+        try:
+            run.save(update_fields=["outcomes", "finished_at"])
+            return
+        except (OperationalError, InterfaceError):
+            if attempt + 1 == DATABASE_TRIES:
+                raise
+            _reconnect(attempt)
 
 
 def _sweep_worker(
@@ -140,9 +186,7 @@ def heartbeat_sweep_run(
             outcomes.update(result)
     else:
         outcomes = _sweep_threads(selected, threads=concurrency, actor=actor, not_before=now)
-    run.outcomes = {str(outcome): count for outcome, count in outcomes.items()}
-    run.finished_at = _now()
-    run.save(update_fields=["outcomes", "finished_at"])
+    _run_finish(run, outcomes)
     logger.info(
         "Heartbeat sweep finished",
         trigger=trigger, selected=len(selected), outcomes=run.outcomes, processes=count,

@@ -242,8 +242,9 @@ def _apply_recovered(row: GoogleCredential) -> None:
 
 
 def _store_rotation_retrying(*, credential_id: int, result: RefreshResult, now: dt.datetime,
-                             credential_key: str) -> None:
-    """The write of a refresh that rotated the token failed: keep the new token and retry."""
+                             credential_key: str) -> bool:
+    """The write of a refresh that rotated the token failed: keep the new token and retry.
+    Returns whether it is stored now."""
     ciphertext = encrypt(result.refresh_token)
     _recovery_keep(credential_id, ciphertext, now)
     delay = 0.25
@@ -261,7 +262,7 @@ def _store_rotation_retrying(*, credential_id: int, result: RefreshResult, now: 
             _recovery_drop(credential_id)
             logger.warning("Stored the rotated refresh token after a failed write",
                            credential_key=credential_key, attempts=attempt + 1)
-            return
+            return True
         except DatabaseError:
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
@@ -271,6 +272,7 @@ def _store_rotation_retrying(*, credential_id: int, result: RefreshResult, now: 
         "store it; do not restart this process before the database is back.",
         credential_key=credential_key,
     )
+    return False
 
 
 # --- refreshing ------------------------------------------------------------------------------------
@@ -350,9 +352,13 @@ def _attempt(
         if rotation_failed is None:
             raise
         result, done, key = rotation_failed
-        _store_rotation_retrying(credential_id=credential_id, result=result, now=done,
-                                 credential_key=key)
-        row = GoogleCredential.objects.get(pk=credential_id)
+        stored_now = _store_rotation_retrying(
+            credential_id=credential_id, result=result, now=done, credential_key=key
+        )
+        if not stored_now:
+            # ``row`` holds what Google gave (in memory): the caller gets its valid token; the
+            # bookkeeping waits for the database, the rotated token for the next refresh.
+            return row, None
     if result.scopes:
         granted = normalize_scopes(result.scopes)
         if set(granted) != set((row.credentials or {}).get("scopes") or []):

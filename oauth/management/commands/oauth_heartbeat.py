@@ -6,6 +6,7 @@ with at most ``--concurrency`` (OAUTH_HEARTBEAT_CONCURRENCY) refreshes in flight
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from oauth.exceptions import OAuthError
 from oauth.sweep import heartbeat_sweep_run
@@ -35,6 +36,11 @@ class Command(BaseCommand):
             )
         except OAuthError as exc:
             raise CommandError(str(exc)) from None
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The database could not be reached ({type(exc).__name__}): check DATABASE_URL "
+                "and that PostgreSQL is up, then run 'manage.py oauth_heartbeat' again."
+            ) from None
         seconds = (run.finished_at - run.started_at).total_seconds()
         self.stdout.write(f"Heartbeat: {run.selected} credential(s) in {seconds:.1f} s")
         for state, count in sorted(run.outcomes.items()):
