@@ -294,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         dev.update(app_env(fake_url=f"http://127.0.0.1:{fake_port}", port=port, host=host))
     for name, value in dev.items():
         env.setdefault(name, value)
-    write_dev_env(var_dir / "dev.env", {name: env[name] for name in dev})
 
     env["PROMETHEUS_MULTIPROC_DIR"] = env.get("PROMETHEUS_MULTIPROC_DIR") or str(var_dir / "prometheus")
     env["PYTHONUNBUFFERED"] = "1"
@@ -312,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Stop it or choose another port: BUTLERS_PORT={port + 1} make {'demo' if demo else 'run'}")
             return 1
 
+    write_dev_env(var_dir / "dev.env", {name: env[name] for name in dev})
     metrics = Path(env["PROMETHEUS_MULTIPROC_DIR"])
     for stale in metrics.glob("*.db"):  # a previous run's per-process files
         stale.unlink()

@@ -240,6 +240,7 @@ class FakeGoogle:
                 email=email, scopes=scopes, refresh_token=token,
                 client_id=client_id or next(iter(self.clients)),
             )
+        self.save()
         return token
 
     def fail_token(self, n: int = 1, *, status: int = 503, error: str = "temporarily_unavailable") -> None:

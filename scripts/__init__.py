@@ -1,0 +1,1 @@
+"""Developer scripts: `make run` / `make demo` (supervise.py)."""
