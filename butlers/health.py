@@ -58,12 +58,52 @@ def check_broker() -> str:
     return "filesystem"
 
 
+def _beat_lock_key() -> str | None:
+    """redbeat's lock key when beat runs on redbeat (REDIS_URL set), else None."""
+    if "redbeat" not in str(getattr(settings, "CELERY_BEAT_SCHEDULER", "")).lower():
+        return None
+    prefix = getattr(settings, "CELERY_REDBEAT_KEY_PREFIX", "redbeat")
+    key = getattr(settings, "CELERY_REDBEAT_LOCK_KEY", None) or f"{prefix}:lock"
+    return key if key.startswith(prefix) else prefix + key
+
+
+def check_beat_lock() -> str | None:
+    """Some ``celery beat`` holds redbeat's lock (it extends it at every tick; a dead one's lock
+    expires after CELERY_REDBEAT_LOCK_TIMEOUT). None when beat does not run on redbeat."""
+    key = _beat_lock_key()
+    if key is None:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.CELERY_REDBEAT_REDIS_URL, socket_connect_timeout=2, socket_timeout=2
+    )
+    try:
+        ttl = client.pttl(key)
+    finally:
+        client.close()
+    if ttl == -2:  # no such key
+        raise CheckFailed(
+            f"no 'celery beat' holds the scheduler lock ({key}): is 'celery beat' running? "
+            "(after a Redis restart it takes the lock again within "
+            f"{getattr(settings, 'CELERY_BEAT_MAX_LOOP_INTERVAL', 300)} s)"
+        )
+    return f"lock held ({max(ttl, 0) // 1000} s left)"
+
+
 def check_beat() -> str:
-    """The last heartbeat sweep started within twice the interval.
+    """A beat holds the scheduler lock, and the last heartbeat sweep started within twice the
+    interval.
 
     Before the first sweep, a deployment is given two intervals from its oldest credential (or is
     fine with no credential at all: there is nothing to keep alive yet).
     """
+    lock = check_beat_lock()
+    detail = _check_last_sweep()
+    return f"{detail}; {lock}" if lock else detail
+
+
+def _check_last_sweep() -> str:
     from oauth.selectors import heartbeat_last_started_at, oldest_credential_created_at
 
     interval = settings.OAUTH_HEARTBEAT_INTERVAL

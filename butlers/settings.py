@@ -187,12 +187,17 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_DB_REUSE_MAX = 1000
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+    # redbeat, made to take its lock again when Redis restarts empty (butlers/beat.py)
+    CELERY_BEAT_SCHEDULER = "butlers.beat.SelfHealingRedBeatScheduler"
     CELERY_REDBEAT_REDIS_URL = REDIS_URL
     # set, so redbeat does not fall back to the broker's options (and warn about it)
     CELERY_REDBEAT_REDIS_OPTIONS = {}
     CELERY_REDBEAT_KEY_PREFIX = "butlers:redbeat:"
-    CELERY_REDBEAT_LOCK_TIMEOUT = 300
+    # Beat extends its lock at every tick (at most CELERY_BEAT_MAX_LOOP_INTERVAL apart); a dead
+    # beat's lock expires after CELERY_REDBEAT_LOCK_TIMEOUT, so a standby beat takes over and
+    # readiness reports "no beat" within a minute.
+    CELERY_BEAT_MAX_LOOP_INTERVAL = 15
+    CELERY_REDBEAT_LOCK_TIMEOUT = 60
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     _broker_dir = VAR_DIR / "broker"

@@ -1,0 +1,97 @@
+"""Finding 11: a heartbeat sweep survives a PostgreSQL restart in the middle of it.
+
+A private PostgreSQL cluster (never the shared one) is restarted while ``manage.py
+oauth_heartbeat --all`` is sweeping 30 credentials against a fake Google that answers slowly. The
+command reconnects, finishes, prints its summary and exits 0; no credential is lost, corrupted or
+falsely expired, and the run is recorded as finished.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.factories import CLIENT_ID, CLIENT_SECRET
+from tests.fake_google import FakeGoogle
+from tests.faults.harness import PYTHON, ROOT, App, PostgresCluster, RedisServer
+
+pytestmark = pytest.mark.slow
+
+SEED = """
+import sys
+from oauth.models import GoogleCredential
+from oauth.services import credential_set_scopes
+for line in sys.stdin:
+    email, token = line.split()
+    c = GoogleCredential.objects.create(
+        credential_key="google" if not GoogleCredential.objects.exists() else f"google:{email}",
+        email=email, credentials={"client_id": %r, "email": email}, refresh_token=token)
+    credential_set_scopes(credential=c, scopes=["openid", "email", "gmail.modify", "calendar"])
+""" % CLIENT_ID
+
+CHECK = """
+from oauth.models import GoogleCredential, HeartbeatRun
+rows = list(GoogleCredential.objects.all())
+run = HeartbeatRun.objects.get()
+print(len(rows), sorted({r.state for r in rows}), sum(1 for r in rows if r.refresh_token), run.finished_at is not None)
+"""
+
+
+@pytest.fixture
+def stores():
+    cluster = PostgresCluster().init().start()
+    redis = RedisServer().start()
+    try:
+        yield cluster, redis
+    finally:
+        redis.stop()
+        cluster.destroy()
+
+
+def test_finding_11_the_in_process_sweep_finishes_across_a_database_restart(stores):
+    cluster, redis = stores
+    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
+    try:
+        fake.token_latency = 0.3
+        app = App(
+            database_url=cluster.create_database(), redis_url=redis.url(),
+            extra_env={
+                **fake.env(), "GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID,
+                "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET, "OAUTH_HEARTBEAT_CONCURRENCY": "4",
+                "OAUTH_REFRESH_BACKOFF": "0.05",
+            },
+        )
+        app.migrate()
+        grants = "".join(
+            f"user{i}@example.com {fake.issue_grant(f'user{i}@example.com')}\n" for i in range(30)
+        )
+        seeded = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=app.env, input=grants,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+
+        sweep = subprocess.Popen(
+            [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 60
+        while fake.stats["refreshes"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sweep.poll() is None, "the sweep ended before the restart"
+        cluster.restart(mode="fast")  # every connection of the sweep is cut
+        out, err = sweep.communicate(timeout=180)
+
+        assert sweep.returncode == 0, err[-3000:]
+        assert "Heartbeat: 30 credential(s)" in out
+        assert "Traceback" not in err
+        check = subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", CHECK], cwd=ROOT, env=app.env,
+            capture_output=True, text=True, timeout=60,
+        )
+        # 30 rows, all connected, each with its refresh token, the run recorded as finished
+        last_line = check.stdout.strip().splitlines()[-1]
+        assert last_line == "30 ['connected'] 30 True", check.stdout + check.stderr[-2000:]
+    finally:
+        fake.stop()
