@@ -119,7 +119,7 @@ class GoogleApiClient:
                     continue
                 message = (
                     f"{self.error_name} API request failed (no answer): {type(exc).__name__} "
-                    f"calling {method} {path}"
+                    f"calling {method} {transport.endpoint_host(url)}{path}"
                 )
                 self.logger.error("%s", message)
                 raise self.request_error(message, status_code=None) from None

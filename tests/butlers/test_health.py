@@ -1,6 +1,20 @@
 import pytest
 
 
+@pytest.fixture
+def beat_running(settings):
+    """A live ``celery beat`` as readiness sees it: redbeat's lock key, extended at each tick."""
+    import redis
+
+    from butlers.health import _beat_lock_key
+
+    client = redis.Redis.from_url(settings.CELERY_REDBEAT_REDIS_URL)
+    client.set(_beat_lock_key(), "a-beat-token", ex=60)
+    yield
+    client.delete(_beat_lock_key())
+    client.close()
+
+
 def test_liveness_answers_ok_without_touching_the_database(client):
     # no database access is allowed in this test: a query would raise instead of answering
     response = client.get("/api/health")
@@ -9,7 +23,7 @@ def test_liveness_answers_ok_without_touching_the_database(client):
 
 
 @pytest.mark.django_db
-def test_readiness_reports_each_check_when_all_pass(client):
+def test_readiness_reports_each_check_when_all_pass(client, beat_running):
     response = client.get("/api/health/ready")
     body = response.json()
     assert response.status_code == 200, body
@@ -39,7 +53,9 @@ def test_readiness_answers_503_naming_the_failed_check_when_redis_is_down(client
 
 
 @pytest.mark.django_db
-def test_readiness_fails_when_beat_has_not_swept_for_two_intervals(client, credential_factory, settings):
+def test_readiness_fails_when_beat_has_not_swept_for_two_intervals(
+    client, credential_factory, settings, beat_running
+):
     import datetime as dt
 
     from django.utils import timezone
