@@ -476,6 +476,7 @@ class AuditAction(models.TextChoices):
     TOKEN_API = "token_api", "Token API call"
     SERVICE_KEY_CREATED = "service_key_created", "Service key created"
     SERVICE_KEY_REVOKED = "service_key_revoked", "Service key revoked"
+    DISCONNECTED = "disconnected", "Disconnected (revoked at Google and deleted)"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -619,3 +620,62 @@ class ServiceKey(models.Model):
             except ValueError:
                 continue
         return False
+
+
+class ActionKind(models.TextChoices):
+    """What an operator can do to an account from the dashboard or the admin."""
+
+    REFRESH = "refresh", "Refresh now"
+    TEST = "test", "Test"
+    REVOKE = "revoke", "Revoke at Google"
+    DISCONNECT = "disconnect", "Disconnect"
+
+
+class ActionRun(models.Model):
+    """One operator action on one or more accounts, run by a Celery worker
+    (``oauth.tasks.action_run_execute``) so that no request waits on Google. Its items hold each
+    account's progress (queued, running, then succeeded or failed) for the pages to show."""
+
+    action = models.CharField(max_length=20, choices=ActionKind.choices)
+    actor = models.CharField(max_length=200, help_text="user:<name> or process:<name>")
+    created_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.actor} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None
+
+
+class ActionItemStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ActionItem(models.Model):
+    """One account of an :class:`ActionRun` and where it stands. ``account`` keeps the email so
+    the result still reads after a Disconnect deleted the credential."""
+
+    run = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="items")
+    credential = models.ForeignKey(
+        GoogleCredential, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    account = models.CharField(max_length=300)
+    status = models.CharField(
+        max_length=20, choices=ActionItemStatus.choices, default=ActionItemStatus.QUEUED
+    )
+    message = models.CharField(max_length=1000, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.status}"
