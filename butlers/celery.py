@@ -18,6 +18,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@app.on_after_configure.connect
+def _redbeat_settings_by_their_own_names(sender, **kwargs) -> None:
+    """redbeat looks its settings up by their bare names (``redbeat_redis_url``), which the
+    CELERY_ namespace does not give it: without this it warns "set redbeat_redis_url explicitly"
+    at every beat start and falls back to the broker's URL and options."""
+    for key in [k for k in sender.conf.keys() if k.startswith("CELERY_REDBEAT_")]:
+        sender.conf[key[len("CELERY_"):].lower()] = sender.conf[key]
+
+
 #: Tasks of a fan-out (thousands per sweep) whose "received" and "succeeded" lines Celery's
 #: worker does not write: each already writes the runbook's one line per refresh, and its outcome
 #: is counted in its HeartbeatRun. Their retries, failures and rejections are still logged.

@@ -102,17 +102,20 @@ def local_env(service_env: dict[str, str], image_env: dict[str, str], stores: di
     return env
 
 
-def wait_http(url: str, *, timeout: float = 90) -> int | None:
+def wait_http(url: str, *, timeout: float = 90) -> tuple[int | None, str]:
+    """Poll until ``url`` answers 200 (or the timeout); the last status and body."""
     deadline = time.monotonic() + timeout
+    status, body = None, ""
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status
+                return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code
+            status, body = exc.code, exc.read().decode()
         except OSError:
-            time.sleep(0.3)
-    return None
+            pass
+        time.sleep(0.3)
+    return status, body
 
 
 def test_the_image_installs_only_the_runtime_requirements():
@@ -151,9 +154,8 @@ def test_every_compose_service_runs_here_with_its_own_command_and_environment(st
         web_env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
         web_env["WEB_WORKERS"] = "1"
         running["web"] = Running(web["command"], cwd=ROOT, env=web_env)
-        # readiness: database, cache, broker and beat freshness (plain http is exempt from the redirect)
-        assert wait_http(f"http://127.0.0.1:{port}/api/health/ready") == 200, running["web"].output
-        # the compose healthcheck itself, pointed at this port
+        # liveness (plain http is exempt from the HTTPS redirect), then compose's own healthcheck
+        assert wait_http(f"http://127.0.0.1:{port}/api/health")[0] == 200, running["web"].output
         check = [interpolate(part, DOT_ENV).replace("8200", str(port)) for part in web["healthcheck"]["test"][1:]]
         assert subprocess.run(check, cwd=ROOT, env=web_env, timeout=30).returncode == 0
 
@@ -164,6 +166,9 @@ def test_every_compose_service_runs_here_with_its_own_command_and_environment(st
         assert running["beat"].wait_for("beat: Starting...", timeout=90), running["beat"].output
         # beat queues the first heartbeat sweep at start-up and the worker runs it
         assert running["worker"].wait_for("Heartbeat sweep", timeout=90), running["worker"].output
+        # readiness: database, cache, broker, and a beat holding the scheduler lock
+        status, body = wait_http(f"http://127.0.0.1:{port}/api/health/ready")
+        assert status == 200, body
 
         # the worker's healthcheck (compose's $$HOSTNAME is the container's host name)
         worker_check = services["worker"]["healthcheck"]["test"][1]
@@ -181,6 +186,8 @@ def test_every_compose_service_runs_here_with_its_own_command_and_environment(st
         for name, run in running.items():
             assert run.popen.poll() is None, f"{name} exited:\n{run.output}"
             assert "Traceback" not in run.output and "FileNotFoundError" not in run.output, run.output
+            # nothing asks to be configured: redbeat has its own settings, kombu its host name
+            assert "explicitly" not in run.output and "No hostname was supplied" not in run.output, run.output
         # the shared metrics folder, missing at first, was created and written
         assert list(Path(stores["/metrics"]).glob("*.db")), running["web"].output
     finally:
