@@ -230,7 +230,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connectors.tasks.gmail_poll_all",
         "schedule": float(GMAIL_POLL_INTERVAL),
     },
+    # Retention: audit events after OAUTH_AUDIT_RETENTION_DAYS, heartbeat and action runs after
+    # OAUTH_RUN_RETENTION_DAYS (0 keeps them forever); daily, every OAUTH_PRUNE_INTERVAL seconds.
+    "oauth-prune": {
+        "task": "oauth.tasks.records_prune",
+        "schedule": float(env.int("OAUTH_PRUNE_INTERVAL", default=86400)),
+    },
 }
+OAUTH_AUDIT_RETENTION_DAYS = env.int("OAUTH_AUDIT_RETENTION_DAYS", default=400)
+OAUTH_RUN_RETENTION_DAYS = env.int("OAUTH_RUN_RETENTION_DAYS", default=90)
 
 # --- Google OAuth (see oauth/app_settings.py for what each one means) ------------------------
 GOOGLE_OAUTH_CLIENT_ID = env.str("GOOGLE_OAUTH_CLIENT_ID", default="")

@@ -87,6 +87,16 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         7,
         "A grant dying about this many days after consent is the 'Testing' publishing-status case.",
     ),
+    "OAUTH_AUDIT_RETENTION_DAYS": (
+        400,
+        "Audit events older than this many days are deleted by the daily prune (manage.py "
+        "oauth_prune); 0 keeps them forever.",
+    ),
+    "OAUTH_RUN_RETENTION_DAYS": (
+        90,
+        "Heartbeat runs and operator action runs older than this many days are deleted by the "
+        "daily prune; 0 keeps them forever.",
+    ),
     "BUTLERS_DASHBOARD_URL": (
         "",
         "Where operators find the dashboard (named in the STARTUP BLOCKED banner); empty = "

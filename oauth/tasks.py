@@ -145,6 +145,22 @@ def credential_heartbeat(
     return outcome
 
 
+@shared_task(name="oauth.tasks.action_run_execute", acks_late=True, ignore_result=True)
+def action_run_execute(run_id: int) -> None:
+    """An operator's action on one or more accounts (dashboard or admin), off the request."""
+    from .account_actions import action_run_execute as execute
+
+    execute(run_id=run_id)
+
+
+@shared_task(name="oauth.tasks.records_prune", ignore_result=True)
+def records_prune() -> dict:
+    """The daily retention sweep (OAUTH_AUDIT_RETENTION_DAYS, OAUTH_RUN_RETENTION_DAYS)."""
+    from .retention import records_prune as prune
+
+    return prune().counts
+
+
 @beat_init.connect
 def first_sweep_without_waiting(sender=None, **kwargs) -> None:
     """A fresh beat sends one sweep now when none ran within the interval.
