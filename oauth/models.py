@@ -7,6 +7,7 @@ of ``google_oauth_credentials`` holds non-secret metadata (``client_id`` in clea
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -91,6 +92,13 @@ class CredentialSource(models.TextChoices):
     ENV_IMPORT = "env_import", "Imported from env"
 
 
+def refresh_token_fingerprint(token: str | None) -> str:
+    """SHA-512 (hex) of a refresh token: how a RISC ``token-revoked`` event is matched."""
+    if not token:
+        return ""
+    return hashlib.sha512(token.encode("utf-8")).hexdigest()
+
+
 #: States no refresh can leave: only a person (consent, a fixed client) can.
 DEAD_STATES = (CredentialState.EXPIRED, CredentialState.MISCONFIGURED)
 
@@ -166,6 +174,18 @@ class GoogleCredential(models.Model):
     #: token is served only while the version it was cached under is still the stored one.
     token_version = models.PositiveIntegerField(default=0)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    #: Google's name for the account (the id_token's ``iss`` and ``sub`` at consent): how a
+    #: security event (RISC) names it. Empty for a grant connected before it was recorded.
+    google_issuer = models.CharField(max_length=255, blank=True, default="")
+    google_subject = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    #: SHA-512 (hex) of the stored refresh token, never the token: a RISC ``token-revoked`` event
+    #: names the token it revoked by this hash. Kept right by the transitions that store a token.
+    refresh_token_fingerprint = models.CharField(
+        max_length=128, blank=True, default="", db_index=True, editable=False
+    )
+    #: The last security event Google sent about the account (``tokens-revoked``, ...) and when.
+    last_security_event = models.CharField(max_length=64, blank=True, default="")
+    last_security_event_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -183,6 +203,19 @@ class GoogleCredential(models.Model):
 
     def __str__(self) -> str:
         return self.email or self.credential_key
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        """Remember what the row said when loaded, so that ``oauth.notifications`` can tell a
+        transition (connected -> expired, ...) when it is saved, whichever code saved it."""
+        instance = super().from_db(db, field_names, values)
+        loaded = instance.__dict__
+        instance._loaded_notice = (
+            (loaded["state"], loaded["revoked_at"], (loaded["credentials"] or {}).get("scopes"))
+            if all(name in loaded for name in ("state", "revoked_at", "credentials"))
+            else None
+        )
+        return instance
 
     # --- pure checks --------------------------------------------------------------------------
     @property
@@ -309,12 +342,19 @@ class GoogleCredential(models.Model):
     def mark_connected(
         self, *, now: dt.datetime, access_token: str, expires_in: int | None,
         refresh_token: str | None, client_id: str, email: str, client_secret: str | None = None,
-        source: str = "consent",
+        source: str = "consent", google_issuer: str = "", google_subject: str = "",
     ) -> list[str]:
-        """A person granted access (consent, or a verified import): a clean, connected grant."""
+        """A person granted access (consent, or a verified import): a clean, connected grant.
+
+        ``google_issuer``/``google_subject``: the account's id_token ``iss``/``sub`` (how Google's
+        security events name it), kept when not given."""
         if refresh_token is not None:
             self.refresh_token = refresh_token
             self.refresh_token_issued_at = now
+            self.refresh_token_fingerprint = refresh_token_fingerprint(refresh_token)
+        if google_subject:
+            self.google_issuer = google_issuer
+            self.google_subject = google_subject
         self.access_token = access_token
         self.access_token_expires_at = now + dt.timedelta(seconds=expires_in) if expires_in else None
         metadata = dict(self.credentials or {})
@@ -327,7 +367,8 @@ class GoogleCredential(models.Model):
         self.consented_at = now
         self.revoked_at = None
         fields = [
-            "refresh_token", "refresh_token_issued_at", "access_token", "access_token_expires_at",
+            "refresh_token", "refresh_token_issued_at", "refresh_token_fingerprint",
+            "google_issuer", "google_subject", "access_token", "access_token_expires_at",
             "credentials", "email", "client_secret", "source", "state", "consented_at",
             "revoked_at", *self._clear_error(), *self._tokens_replaced(), "updated_at",
         ]
@@ -346,6 +387,7 @@ class GoogleCredential(models.Model):
             self.email = email
         self.credentials = metadata
         self.refresh_token = refresh_token
+        self.refresh_token_fingerprint = refresh_token_fingerprint(refresh_token)
         self.client_secret = client_secret
         self.state = CredentialState.CONNECTED
         self.revoked_at = None
@@ -369,7 +411,8 @@ class GoogleCredential(models.Model):
         if refresh_token:
             self.refresh_token = refresh_token
             self.refresh_token_issued_at = now
-            fields += ["refresh_token", "refresh_token_issued_at"]
+            self.refresh_token_fingerprint = refresh_token_fingerprint(refresh_token)
+            fields += ["refresh_token", "refresh_token_issued_at", "refresh_token_fingerprint"]
         if self.state in (CredentialState.REFRESH_FAILING, CredentialState.MISCONFIGURED):
             self.state = CredentialState.CONNECTED
             fields.append("state")
@@ -418,6 +461,32 @@ class GoogleCredential(models.Model):
             ),
             *self._tokens_replaced(),
         ]
+        return [*fields, "updated_at"]
+
+    def mark_security_event(
+        self, *, now: dt.datetime, event: str, state: str | None = None, code: str = "",
+        detail: str = "",
+    ) -> list[str]:
+        """Google reported a security event (RISC) about the account.
+
+        ``state``: the state it leaves the grant in (None: unchanged); ``code``/``detail``: what
+        the operator reads (last error and remediation). A grant that dies forgets its access
+        token; one Google enabled again (``state`` connected) drops the event's error.
+        """
+        self.last_security_event = event[:64]
+        self.last_security_event_at = now
+        fields = ["last_security_event", "last_security_event_at"]
+        if state is not None and state != self.state:
+            self.state = state
+            fields.append("state")
+        if state == CredentialState.EXPIRED:
+            self.access_token = None
+            self.access_token_expires_at = None
+            fields += ["access_token", "access_token_expires_at", *self._tokens_replaced()]
+        if code:
+            fields += self._set_error(now=now, code=code, detail=detail)
+        elif state == CredentialState.CONNECTED:
+            fields += self._clear_error()
         return [*fields, "updated_at"]
 
     def apply_probe_results(self, *, now: dt.datetime, results: dict[str, str]) -> list[str]:
@@ -477,6 +546,7 @@ class AuditAction(models.TextChoices):
     SERVICE_KEY_CREATED = "service_key_created", "Service key created"
     SERVICE_KEY_REVOKED = "service_key_revoked", "Service key revoked"
     DISCONNECTED = "disconnected", "Disconnected (revoked at Google and deleted)"
+    SECURITY_EVENT = "security_event", "Security event from Google (RISC)"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -679,3 +749,172 @@ class ActionItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account}: {self.status}"
+
+
+# --- Google security events (RISC) and notifications ----------------------------------------------
+class SecurityEvent(models.Model):
+    """One security event token (SET) Google's Cross-Account Protection (RISC) sent, accepted.
+
+    ``jti`` is unique: a token replayed (by Google's retry or by anyone) is refused, not applied
+    twice. Only what the token said is kept (event type, subject, reason); never a token hash.
+    """
+
+    jti = models.CharField(max_length=255, unique=True)
+    event_type = models.CharField(
+        max_length=64, db_index=True,
+        help_text="The event's short name (tokens-revoked, verification, ...).",
+    )
+    issuer = models.CharField(max_length=255, blank=True, default="")
+    subject = models.CharField(max_length=255, blank=True, default="")
+    credential = models.ForeignKey(
+        GoogleCredential, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="security_events",
+    )
+    outcome = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="What this app did: expired, recorded, no_matching_account, verified, ...",
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.jti}"
+
+
+class NotificationPreference(models.Model):
+    """Whether a staff user gets the notification emails (problems, recoveries, reminders)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oauth_notifications"
+    )
+    email = models.BooleanField(
+        default=True,
+        help_text="Email this staff user when an account needs a person and when it recovers.",
+    )
+
+    class Meta:
+        verbose_name = "notification preference"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({'email' if self.email else 'no email'})"
+
+
+class NotificationEvent(models.TextChoices):
+    """What a notification is about (the webhook ``type``)."""
+
+    PROBLEM = "account.problem", "An account needs a person"
+    RECOVERED = "account.recovered", "An account is connected again"
+    SECURITY_EVENT = "account.security_event", "Google reported a security event"
+    REMINDER = "account.reminder", "A problem is still open"
+    TEST = "test", "Test event"
+
+
+class Notification(models.Model):
+    """One transition a person must hear about, once: emailed in a digest, sent to each webhook."""
+
+    event_type = models.CharField(max_length=32, choices=NotificationEvent.choices, db_index=True)
+    credential = models.ForeignKey(
+        GoogleCredential, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="notifications",
+    )
+    account = models.CharField(max_length=254, blank=True, default="")
+    old_state = models.CharField(max_length=32, blank=True, default="")
+    new_state = models.CharField(max_length=32, blank=True, default="")
+    remediation = models.TextField(blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    #: When it went out in a digest email (null: still waiting for the next digest).
+    emailed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.account} {self.old_state}->{self.new_state}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL told about notifications, signed per the Standard Webhooks specification.
+
+    The signing secret (``whsec_...``) is stored encrypted and shown once, after 'Save'.
+    """
+
+    url = models.URLField(
+        max_length=500,
+        help_text="https:// (http:// only on a loopback host). Redirects are not followed.",
+    )
+    description = models.CharField(max_length=200, blank=True, default="")
+    events = models.JSONField(
+        default=list, blank=True,
+        help_text="Event types to send (account.problem, account.recovered, "
+        "account.security_event, account.reminder); empty = all.",
+    )
+    secret = EncryptedSecretField(editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["url"]
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+    def __repr__(self) -> str:
+        return f"<WebhookEndpoint {self.url}>"
+
+    def wants(self, event_type: str) -> bool:
+        return event_type == NotificationEvent.TEST or not self.events or event_type in self.events
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Delivered"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class WebhookDelivery(models.Model):
+    """One message to one endpoint; retried with backoff until delivered or given up."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    notification = models.ForeignKey(
+        Notification, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    msg_id = models.CharField(max_length=64, unique=True, help_text="The webhook-id header.")
+    event_type = models.CharField(max_length=32, db_index=True)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.endpoint.url} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One HTTP attempt of a delivery: what the receiver answered and how long it took."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    attempted_at = models.DateTimeField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    response_snippet = models.CharField(max_length=500, blank=True, default="")
+    error = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.status_code or self.error}"
