@@ -127,8 +127,12 @@ def new_session_binding() -> str:
 
 
 # --- start ------------------------------------------------------------------------------------
-def consent_start(*, user, session_binding: str, default_redirect_uri: str) -> str:
+def consent_start(
+    *, user, session_binding: str, default_redirect_uri: str, login_hint: str | None = None
+) -> str:
     """Mint a state for this staff session and return Google's authorization URL.
+
+    ``login_hint``: the email of the account being reconnected, so Google preselects it.
 
     ``default_redirect_uri`` is this server's callback URL, used when neither the admin's client nor
     GOOGLE_OAUTH_REDIRECT_URI names one. Raises :class:`~oauth.exceptions.NotConfigured`.
@@ -156,6 +160,7 @@ def consent_start(*, user, session_binding: str, default_redirect_uri: str) -> s
         scopes=requested,
         state=state,
         code_challenge=challenge,
+        login_hint=login_hint,
     )
 
 

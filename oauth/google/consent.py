@@ -39,25 +39,28 @@ def pkce_challenge(verifier: str) -> str:
 
 
 def authorization_url(
-    *, client_id: str, redirect_uri: str, scopes: list[str], state: str, code_challenge: str
+    *, client_id: str, redirect_uri: str, scopes: list[str], state: str, code_challenge: str,
+    login_hint: str | None = None,
 ) -> str:
-    """The URL of Google's consent page for an offline grant with PKCE."""
-    query = urlencode(
-        {
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "response_type": "code",
-            "scope": " ".join(scopes),
-            # offline + consent: Google returns a refresh token every time, not only the first.
-            "access_type": "offline",
-            "prompt": "consent",
-            "include_granted_scopes": "true",
-            "state": state,
-            "code_challenge": code_challenge,
-            "code_challenge_method": "S256",
-        }
-    )
-    return f"{oauth_settings.GOOGLE_OAUTH_AUTH_URI}?{query}"
+    """The URL of Google's consent page for an offline grant with PKCE.
+
+    ``login_hint`` (an email) makes Google preselect that account (a reconnect)."""
+    params = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(scopes),
+        # offline + consent: Google returns a refresh token every time, not only the first.
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+        "state": state,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+    }
+    if login_hint:
+        params["login_hint"] = login_hint
+    return f"{oauth_settings.GOOGLE_OAUTH_AUTH_URI}?{urlencode(params)}"
 
 
 @dataclass

@@ -444,6 +444,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if q.get("response_type") != "code":
             return self._send(400, "Error 400: invalid_request (response_type)", content_type="text/html")
+        # Like Google, a login_hint preselects that account (the app's "Reconnect").
+        preselected = q.get("login_hint") or fake.consent.email
+        fake.stats.setdefault("login_hints", []).append(q.get("login_hint"))
         if fake.interactive:
             requested = [_norm(s) for s in q.get("scope", "").split()]
             boxes = "".join(
@@ -452,11 +455,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
             page = _CONSENT_PAGE.format(
                 client=html.escape(client_id), query=html.escape(urlsplit(self.path).query),
-                email=html.escape(fake.consent.email), boxes=boxes,
+                email=html.escape(preselected), boxes=boxes,
             )
             return self._send(200, page, content_type="text/html")
         plan = fake.consent
-        return self._complete_consent(q, email=plan.email, scopes=plan.scopes, deny=plan.deny)
+        return self._complete_consent(q, email=preselected, scopes=plan.scopes, deny=plan.deny)
 
     def _decide(self):
         form = parse_qs(self._body().decode(), keep_blank_values=True)
