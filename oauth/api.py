@@ -212,7 +212,7 @@ def token(request: HttpRequest) -> HttpResponse:
             "expires_at": access.expires_at.isoformat(),
             "expires_in": max(0, access.expires_in()),
             "account": credential.email or credential.credential_key,
-            "scopes": credential.granted_scope_uris(),
+            "scopes": sorted(credential.granted_scope_list()),
         }
     )
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
 
 from . import scopes as scope_catalogue
@@ -187,17 +187,40 @@ def bearer_key(authorization: str) -> str | None:
     return value
 
 
-def service_key_authenticate(*, authorization: str, address: str | None) -> ServiceKey:
-    """The active key presented in ``authorization`` (one indexed query), its use recorded.
+_USE_SQL = (
+    "UPDATE oauth_servicekey SET use_count = use_count + 1, last_used_at = %s "
+    "WHERE key_hash = %s AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %s) "
+    "RETURNING *"
+)
 
-    Raises :class:`ServiceKeyInvalid` (missing, unknown, revoked, expired) or
+
+def service_key_authenticate(*, authorization: str, address: str | None) -> ServiceKey:
+    """The active key presented in ``authorization``, its use recorded, in one statement.
+
+    The lookup and the use count are one ``UPDATE ... RETURNING`` on the unique hash: the row is
+    read where it is counted, so a revoked key is refused from the next call on. Raises
+    :class:`ServiceKeyInvalid` (missing, unknown, revoked, expired) or
     :class:`ServiceKeyForbidden` (the client address is outside the key's networks).
     """
     presented = bearer_key(authorization)
     if presented is None:
         raise ServiceKeyInvalid()
-    key = ServiceKey.objects.filter(key_hash=service_key_hash(presented)).first()
+    digest = service_key_hash(presented)
     now = _now()
+    key = next(iter(ServiceKey.objects.raw(_USE_SQL, [now, digest, now])), None)
+    if key is None:
+        _raise_inactive(ServiceKey.objects.filter(key_hash=digest).first())
+    if not key.allows_address(address):
+        raise ServiceKeyForbidden(
+            f"The service key {key.name!r} may not be used from {address}. Its allowed networks "
+            "are set in the admin (/admin/oauth/servicekey/).",
+            error="address_not_allowed",
+        )
+    return key
+
+
+def _raise_inactive(key: ServiceKey | None) -> None:
+    """Why a presented key is refused: unknown, revoked or expired (the rare path)."""
     if key is None:
         raise ServiceKeyInvalid()
     if key.revoked_at is not None:
@@ -205,26 +228,10 @@ def service_key_authenticate(*, authorization: str, address: str | None) -> Serv
             f"The service key {key.name!r} was revoked. Ask the operator for a new key "
             "('manage.py service_key_create')."
         )
-    if not key.is_active(now=now):
-        raise ServiceKeyInvalid(
-            f"The service key {key.name!r} expired. Ask the operator for a new key "
-            "('manage.py service_key_create')."
-        )
-    if not key.allows_address(address):
-        raise ServiceKeyForbidden(
-            f"The service key {key.name!r} may not be used from {address}. Its allowed networks "
-            "are set in the admin (/admin/oauth/servicekey/).",
-            error="address_not_allowed",
-        )
-    ServiceKey.objects.filter(pk=key.pk).update(use_count=F("use_count") + 1, last_used_at=now)
-    return key
-
-
-def _allowed_credential_ids(key: ServiceKey) -> set[int] | None:
-    """None when the key may use every account."""
-    if key.all_accounts:
-        return None
-    return set(key.accounts.values_list("pk", flat=True))
+    raise ServiceKeyInvalid(
+        f"The service key {key.name!r} expired. Ask the operator for a new key "
+        "('manage.py service_key_create')."
+    )
 
 
 def _key_scope_uris(key: ServiceKey) -> list[str]:
@@ -243,27 +250,34 @@ def service_key_credential(*, key: ServiceKey, account: str | None) -> KeyAccoun
     """The credential ``key`` asks for (``account`` or the primary), if the key may use it.
 
     A key limited to some accounts gets 403 for any other account, stored or not, so it cannot
-    learn which accounts exist. Raises :class:`ServiceKeyForbidden` or :class:`TokenAccountNotFound`
-    (an account that does not exist, asked for by a key that may use every account).
+    learn which accounts exist: for such a key the account is looked up among the key's own
+    (one query). Raises :class:`ServiceKeyForbidden` or :class:`TokenAccountNotFound` (an account
+    that does not exist, asked for by a key that may use every account).
     """
-    allowed = _allowed_credential_ids(key)
-    try:
-        credential = credential_get(account=account)
-    except AccountNotFound:
-        if allowed is not None:
-            raise _account_forbidden(key, account) from None
-        raise TokenAccountNotFound(
-            f"No stored Google account {account!r}. GET /api/oauth/accounts lists the accounts "
-            "this key may use."
-        ) from None
-    except CredentialError:  # nothing stored at all
-        if allowed is not None:
-            raise _account_forbidden(key, account) from None
-        raise TokenAccountNotFound() from None
-    if allowed is not None and credential.pk not in allowed:
-        raise _account_forbidden(key, account or None)
+    if account and not key.all_accounts:
+        credential = (
+            key.accounts.filter(Q(email__iexact=account) | Q(credential_key=account))
+            .order_by("pk")
+            .first()
+        )
+        if credential is None:
+            raise _account_forbidden(key, account)
+    else:
+        try:
+            credential = credential_get(account=account)
+        except AccountNotFound:
+            raise TokenAccountNotFound(
+                f"No stored Google account {account!r}. GET /api/oauth/accounts lists the "
+                "accounts this key may use."
+            ) from None
+        except CredentialError:  # nothing stored at all
+            if not key.all_accounts:
+                raise _account_forbidden(key, account) from None
+            raise TokenAccountNotFound() from None
+        if not key.all_accounts and not key.accounts.filter(pk=credential.pk).exists():
+            raise _account_forbidden(key, None)
     lacking = scope_catalogue.missing_scopes(
-        granted=credential.granted_scope_uris(), required=_key_scope_uris(key)
+        granted=credential.granted_scope_list(), required=_key_scope_uris(key)
     )
     return KeyAccount(credential=credential, lacking_scopes=lacking)
 
