@@ -139,6 +139,17 @@ def test_service_key_create_refuses_bad_input(credential_factory, args, message)
         call_command("service_key_create", *args)
 
 
+def test_service_key_create_takes_several_accounts_after_one_flag_or_repeated(credential_factory, capsys):
+    for email in ("a@example.com", "b@example.com", "c@example.com"):
+        credential_factory(email=email)
+
+    call_command("service_key_create", "svc", "--account", "a@example.com", "b@example.com",
+                 "--account", "c@example.com")
+
+    key = ServiceKey.objects.get(name="svc")
+    assert sorted(c.email for c in key.accounts.all()) == ["a@example.com", "b@example.com", "c@example.com"]
+
+
 def test_service_key_create_refuses_an_existing_name():
     _create(name="svc", all_accounts=True)
     with pytest.raises(CommandError, match="exists already"):

@@ -25,8 +25,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="Who uses the key, e.g. gmail-butler (letters, digits, - and _).")
         parser.add_argument(
-            "--account", action="append", default=[], metavar="EMAIL",
-            help="A stored account the key may use; repeat for several.",
+            "--account", action="extend", nargs="+", default=[], metavar="EMAIL",
+            help="Stored accounts the key may use (--account a@x b@x, or repeat --account).",
         )
         parser.add_argument(
             "--all-accounts", action="store_true",
