@@ -46,8 +46,8 @@ ROUTINE = [
     re.compile(r"Connected to (filesystem|redis)://"),
     re.compile(PROBE_AGENT),
     re.compile(r"Warm shutdown \(MainProcess\)"),
-    re.compile(r"AXES: (Reset|Deleted|Cleaned up) 0 "),
-    re.compile(r"Not Found: \S+\s+\[django\.request\]"),  # the access line already says 404  # django-axes' no-op bookkeeping per login
+    re.compile(r"AXES: (Reset|Deleted|Cleaned up) 0 "),  # django-axes' no-op bookkeeping per login
+    re.compile(r"Not Found: \S+\s+\[django\.request\]"),  # the access line already says 404
     re.compile(r"^\s*$"),
 ]
 
