@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -75,11 +76,19 @@ def _rate() -> str | None:
 
 
 def _limit(request: HttpRequest, *, group: str, key, increment: bool = True) -> None:
-    """Raise :class:`TokenApiRateLimited` (with the seconds left) when ``key`` is over the rate."""
+    """Raise :class:`TokenApiRateLimited` (with the seconds left) when ``key`` is over the rate.
+
+    With the cache (Redis) down the limit is skipped with a warning (fail open), as for consent:
+    every call still needs a valid key, and refusing would stop every butler until Redis is back.
+    """
     rate = _rate()
     if rate is None:
         return
-    usage = get_usage(request, group=group, key=key, rate=rate, increment=increment)
+    try:
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=increment)
+    except Exception as exc:  # noqa: BLE001 - any cache failure: no limit this call
+        logger.warning("Token API rate limit skipped: the cache is unreachable (%s)", type(exc).__name__)
+        return
     if usage is not None and usage["should_limit"]:
         error = TokenApiRateLimited()
         error.retry_after = max(1, int(usage["time_left"]))
@@ -153,8 +162,23 @@ def _record(
             outcome=outcome,
             detail=detail,
         )
-    except Exception:  # noqa: BLE001 - the audit's failure is logged, the answer stands
-        logger.exception("Could not audit a token API call")
+    except Exception as exc:  # noqa: BLE001 - the audit's failure is logged, the answer stands
+        logger.error("Could not audit a token API call (%s)", type(exc).__name__)
+
+
+def _database_unavailable(request: HttpRequest, *, endpoint: str, exc: DatabaseError) -> JsonResponse:
+    """PostgreSQL is down: say so (503), never a 500. Nothing can be checked or audited."""
+    logger.error("Token API call answered 503: the database is unreachable (%s)", type(exc).__name__)
+    metrics.TOKEN_API_CALLS.labels("unknown", endpoint, "database_unavailable").inc()
+    return _json(
+        {
+            "error": "database_unavailable",
+            "description": "The database is unreachable, so the key cannot be checked; try again "
+            "later. Operators: see GET /api/health/ready.",
+        },
+        status=503,
+        headers={"Retry-After": str(TRANSIENT_RETRY_AFTER)},
+    )
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
@@ -200,10 +224,15 @@ def token(request: HttpRequest) -> HttpResponse:
             force_refresh=bool(body.get("force_refresh")),
         )
     except OAuthError as exc:
-        status, body, headers = _error_payload(exc, credential)
+        try:
+            status, body, headers = _error_payload(exc, credential)
+        except DatabaseError as db_exc:
+            return _database_unavailable(request, endpoint="token", exc=db_exc)
         _record(request, endpoint="token", key=key, credential=credential, outcome=body["error"],
                 status=status, account=account)
         return _json(body, status=status, headers=headers)
+    except DatabaseError as exc:
+        return _database_unavailable(request, endpoint="token", exc=exc)
     _record(request, endpoint="token", key=key, credential=credential, outcome="issued", status=200)
     return _json(
         {
@@ -225,11 +254,13 @@ def accounts(request: HttpRequest) -> HttpResponse:
     try:
         key = _authenticate(request)
         entries = service_key_accounts(key=key)
+        client = oauth_client_get_or_none()
     except OAuthError as exc:
         status, body, headers = _error_payload(exc, None)
         _record(request, endpoint="accounts", key=key, credential=None, outcome=body["error"], status=status)
         return _json(body, status=status, headers=headers)
-    client = oauth_client_get_or_none()
+    except DatabaseError as exc:
+        return _database_unavailable(request, endpoint="accounts", exc=exc)
     payload = []
     for entry in entries:
         credential = entry.credential

@@ -260,3 +260,50 @@ def test_force_refresh_replaces_a_token_google_refused(broker):
     assert fresh.status_code == 200 and fresh.json()["access_token"] != first
     assert broker.google.refreshes_for(ALICE) == 2
     assert bad.status_code == 400 and "force_refresh" in bad.json()["description"]
+
+
+# --- degraded stores: never a 500 -----------------------------------------------------------------
+def test_with_redis_down_tokens_are_still_served_and_the_limit_fails_open(client, credential_factory, settings, caplog):
+    import logging
+
+    from tests.faults.harness import RedisServer
+
+    credential_factory(email=ALICE)  # a stored access token valid for an hour
+    _, key = service_key_create(name="svc", all_accounts=True, actor="user:test")
+    server = RedisServer().start()
+    settings.CACHES = {"default": {
+        "BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url(0),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}, "KEY_PREFIX": "butlers",
+    }}
+    server.stop()
+    try:
+        with caplog.at_level(logging.WARNING):
+            response = client.post("/api/oauth/token", {"account": ALICE}, content_type="application/json",
+                                   HTTP_AUTHORIZATION=f"Bearer {key}")
+    finally:
+        server.stop()
+    assert response.status_code == 200 and response.json()["account"] == ALICE
+    assert any("rate limit skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_with_postgresql_down_the_api_answers_503_json():
+    from django.db import connection
+    from django.test import Client
+
+    from tests.faults.harness import free_port
+
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())  # nobody listens there: "PostgreSQL is down"
+    try:
+        token = Client().post("/api/oauth/token", {}, content_type="application/json",
+                              HTTP_AUTHORIZATION="Bearer bk_whatever")
+        listed = Client().get("/api/oauth/accounts", HTTP_AUTHORIZATION="Bearer bk_whatever")
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+    for response in (token, listed):
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"
+        assert "/api/health/ready" in response.json()["description"]
+        assert int(response["Retry-After"]) > 0
