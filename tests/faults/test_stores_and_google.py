@@ -255,6 +255,20 @@ def test_fault_redis_stopped_mid_sweep_the_sweep_finishes_and_readiness_tells(ap
     assert app.processes_alive()
 
 
+def test_fault_redis_restarted_empty_mid_sweep_the_sweep_finishes(app):
+    app.fake.token_latency = 1.0
+    with Watcher(app) as watcher:
+        sweep = app.sweep()
+        wait_until(lambda: app.fake.stats["token_requests"] >= 1, timeout=60, what="sweep under way")
+        app.redis.restart_empty()  # cached tokens, locks, queues and beat's lock all gone
+        assert sweep.poll() is None, "the sweep ended before Redis restarted"
+        _finish(sweep)
+    watcher.assert_never_500()
+    assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
+    wait_until(app.ready, timeout=60, what="readiness back after Redis restarted empty")
+    assert app.processes_alive()
+
+
 def test_fault_redis_restarted_empty_during_web_requests_never_500(app):
     with Watcher(app) as watcher:
         time.sleep(0.5)
