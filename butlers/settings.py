@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "csp",
+    "django_object_actions",
     "django_prometheus",
     "oauth",
     "connectors",
@@ -230,6 +231,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connectors.tasks.gmail_poll_all",
         "schedule": float(GMAIL_POLL_INTERVAL),
     },
+    # Reminders of problems still open, the digest of any notification whose email was lost,
+    # and webhook retries whose message was lost: cheap when there is nothing to do.
+    "oauth-notifications-housekeeping": {
+        "task": "oauth.notifications.notifications_housekeeping",
+        "schedule": 300.0,
+    },
     # Retention: audit events after OAUTH_AUDIT_RETENTION_DAYS, heartbeat and action runs after
     # OAUTH_RUN_RETENTION_DAYS (0 keeps them forever); daily, every OAUTH_PRUNE_INTERVAL seconds.
     "oauth-prune": {
@@ -266,6 +273,27 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 SERVICE_KEY_RATE_LIMIT = env.str("SERVICE_KEY_RATE_LIMIT", default="600/m")
 #: Public URL of the dashboard, named in the STARTUP BLOCKED banner (empty = derived).
 BUTLERS_DASHBOARD_URL = env.str("BUTLERS_DASHBOARD_URL", default="")
+
+# --- notifications and Google security events (oauth/notifications.py, oauth/risc.py) ----------
+#: SMTP for notification emails, e.g. smtp+tls://user:password@smtp.example.com:587 (django-
+#: environ's email URL); unset = the console backend with DEBUG on, SMTP on localhost:25 off.
+if "EMAIL_URL" in env:
+    globals().update(env.email_url("EMAIL_URL"))
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="butlers-oauth@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+OAUTH_NOTIFY_EMAILS = env.list("OAUTH_NOTIFY_EMAILS", default=[])
+GOOGLE_RISC_CONFIG_URI = env.str(
+    "GOOGLE_RISC_CONFIG_URI", default="https://accounts.google.com/.well-known/risc-configuration"
+)
+GOOGLE_RISC_SERVICE_ACCOUNT_FILE = env.str("GOOGLE_RISC_SERVICE_ACCOUNT_FILE", default="")
+GOOGLE_RISC_CLIENT_IDS = env.list("GOOGLE_RISC_CLIENT_IDS", default=[])
+for _name in ("OAUTH_NOTIFY_DEBOUNCE", "OAUTH_NOTIFY_REMINDER_INTERVAL"):
+    if _name in env:
+        globals()[_name] = env.float(_name)
+if "OAUTH_WEBHOOK_RETRY_SCHEDULE" in env:
+    OAUTH_WEBHOOK_RETRY_SCHEDULE = [float(v) for v in env.list("OAUTH_WEBHOOK_RETRY_SCHEDULE")]
 for _name in (
     "OAUTH_HEARTBEAT_WINDOW",
     "OAUTH_HEARTBEAT_CONCURRENCY",

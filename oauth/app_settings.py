@@ -97,6 +97,46 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "Heartbeat runs and operator action runs older than this many days are deleted by the "
         "daily prune; 0 keeps them forever.",
     ),
+    "GOOGLE_RISC_CONFIG_URI": (
+        "https://accounts.google.com/.well-known/risc-configuration",
+        "Google's RISC discovery document: the issuer and JWKS that security event tokens are "
+        "checked against, and the RISC API endpoints oauth_risc_register calls.",
+    ),
+    "GOOGLE_RISC_SERVICE_ACCOUNT_FILE": (
+        "",
+        "Path of the service-account key (JSON, role RISC Configuration Admin) that "
+        "oauth_risc_register signs its calls to the RISC API with.",
+    ),
+    "GOOGLE_RISC_CLIENT_IDS": (
+        [],
+        "Extra OAuth client ids a security event may be addressed to (besides the admin's and "
+        "GOOGLE_OAUTH_CLIENT_ID).",
+    ),
+    "GOOGLE_RISC_MAX_AGE": (
+        86400,
+        "Seconds a security event token's 'iat' may lie in the past (Google retries delivery); "
+        "one more than 300 seconds in the future is refused too.",
+    ),
+    "GOOGLE_RISC_JWKS_TTL": (3600, "Seconds Google's RISC signing keys are cached."),
+    "OAUTH_NOTIFY_EMAILS": (
+        [],
+        "Addresses emailed about accounts that need a person, beside the staff users who opted in.",
+    ),
+    "OAUTH_NOTIFY_DEBOUNCE": (
+        30,
+        "Seconds a notification waits for others to join it in one digest email (a sweep that "
+        "finds 20 dead accounts sends one email).",
+    ),
+    "OAUTH_NOTIFY_REMINDER_INTERVAL": (
+        86400,
+        "Seconds between reminders while an account stays in a problem state; 0 turns them off.",
+    ),
+    "OAUTH_WEBHOOK_RETRY_SCHEDULE": (
+        [5, 60, 300, 1800, 7200, 18000, 36000, 36000],
+        "Seconds before each retry of a failed webhook delivery (about a day in all), then it "
+        "is given up.",
+    ),
+    "OAUTH_WEBHOOK_TIMEOUT": (10.0, "Seconds a webhook receiver has to answer."),
     "BUTLERS_DASHBOARD_URL": (
         "",
         "Where operators find the dashboard (named in the STARTUP BLOCKED banner); empty = "

@@ -7,3 +7,4 @@ class OAuthConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import notifications, webhooks  # noqa: F401  (the post_save receiver; Celery tasks)

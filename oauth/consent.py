@@ -238,6 +238,8 @@ def _store_grant(
             # The grant belongs to the configured client now, whatever it was imported with.
             client_secret=None,
             source=CredentialSource.CONSENT,
+            google_issuer=grant.google_subject[0] if grant.google_subject else "",
+            google_subject=grant.google_subject[1] if grant.google_subject else "",
         )
         credential.save()
         granted = grant.scopes or requested

@@ -298,3 +298,28 @@ class TokenAccountNotFound(TokenApiError):
     status_code = 404
     error = "account_not_found"
     description = "No Google account is connected yet. Connect one from the dashboard (/)."
+
+
+# --- Google security events (RISC) ---------------------------------------------------------------
+class SecurityEventRejected(OAuthError):
+    """A security event token failed a check (signature, issuer, audience, age, replay, shape).
+
+    ``err`` is the RFC 8935 error code the receiver answers with; ``description`` the reason.
+    Nothing was changed.
+    """
+
+    status_code = 400
+    error = "invalid_request"
+    description = "The security event token was refused."
+
+
+class SecurityEventUnavailable(OAuthError):
+    """Google's RISC discovery document or signing keys could not be read: the event could not be
+    checked (Google retries it). Check this server's access to GOOGLE_RISC_CONFIG_URI."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+    description = (
+        "Google's RISC signing keys could not be read to check the event; Google will retry. "
+        "Check this server's access to GOOGLE_RISC_CONFIG_URI."
+    )

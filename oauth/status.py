@@ -70,6 +70,8 @@ def remediation(credential: GoogleCredential, *, state: str, missing: list[str])
             "with 'Connect a Google account' and leave every permission ticked."
         )
     if state == CredentialState.EXPIRED:
+        if credential.last_error_code.startswith("risc_") and credential.last_error_detail:
+            return credential.last_error_detail  # what Google's security event reported
         if credential.revoked_at is not None:
             return (
                 "This grant was revoked. Reconnect the account from the dashboard (/) with "
@@ -136,6 +138,8 @@ def _account_payload(
                 "last_error_detail": credential.last_error_detail,
                 "consecutive_failures": credential.consecutive_failures,
                 "days_until_idle_limit": credential.days_until_idle_limit(now=now),
+                "last_security_event": credential.last_security_event or None,
+                "last_security_event_at": _iso(credential.last_security_event_at),
             }
         )
         for name in _PRIVATE_TIMESTAMPS:
@@ -191,4 +195,16 @@ def status_payload(*, include_private: bool) -> dict[str, Any]:
     # The primary comes first; without a 'google' row the earliest account stands in for it,
     # as it does for the token service.
     primary = accounts[0] if accounts else _unconfigured_payload(client=client)
-    return {"google": primary, "accounts": accounts}
+    return {"google": primary, "accounts": accounts, "risc": _risc_payload(include_private)}
+
+
+def _risc_payload(include_private: bool) -> dict[str, Any]:
+    """Whether Google's security event stream (RISC) has proven it reaches us (a verification
+    event was received: ``manage.py oauth_risc_register --verify``)."""
+    from .risc import stream_verified
+
+    verified = stream_verified()
+    payload: dict[str, Any] = {"stream_verified": verified["stream_verified"]}
+    if include_private:
+        payload["last_verification_at"] = _iso(verified["last_verification_at"])
+    return payload

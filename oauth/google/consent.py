@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import jwt
 import requests
 
 from ..app_settings import oauth_settings
@@ -71,6 +72,8 @@ class TokenGrant:
     refresh_token: Secret | None
     expires_in: int
     scopes: list[str] = field(default_factory=list)
+    #: The account's (iss, sub) from the id_token, how Google's security events name it.
+    google_subject: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -156,6 +159,7 @@ def code_exchange(
     refresh = body.get("refresh_token")
     scope = body.get("scope")
     return TokenGrant(
+        google_subject=id_token_subject(body.get("id_token"), client_id=client_id),
         access_token=Secret(token, field="access_token"),
         refresh_token=Secret(refresh, field="refresh_token")
         if isinstance(refresh, str) and refresh
@@ -163,6 +167,34 @@ def code_exchange(
         expires_in=expires_in_clamped(body.get("expires_in")),
         scopes=scope.split() if isinstance(scope, str) else [],
     )
+
+
+def id_token_subject(id_token: object, *, client_id: str) -> tuple[str, str] | None:
+    """``(iss, sub)`` of the id_token the token endpoint returned with the grant, or None.
+
+    The signature is not checked: the token came straight from GOOGLE_OAUTH_TOKEN_URI over TLS in
+    answer to our own authenticated request, which OpenID Connect Core (3.1.3.7) accepts in place
+    of the signature. What is checked is that it is meant for us (``aud`` is our client id) and
+    names an issuer and a subject; a token that fails is ignored (the grant is still stored, and
+    security events cannot name this account until it is connected again).
+    """
+    if not isinstance(id_token, str) or not id_token:
+        return None
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        logger.warning("Google's token endpoint returned an id_token that is not a JWT; ignored")
+        return None
+    issuer, subject, audience = claims.get("iss"), claims.get("sub"), claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if (
+        not isinstance(issuer, str) or not isinstance(subject, str) or not subject
+        or client_id not in audiences or len(subject) > 255 or len(issuer) > 255
+    ):
+        logger.warning("The id_token of a grant is not addressed to this client; its subject is "
+                       "not recorded")
+        return None
+    return issuer, subject
 
 
 def userinfo_email(*, access_token: Secret) -> str:

@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from .risc import RiscIssuer
+
 AUTH = "https://www.googleapis.com/auth/"
 EMAIL_SCOPE = AUTH + "userinfo.email"
 _ALIASES = {"email": EMAIL_SCOPE, "profile": AUTH + "userinfo.profile"}
@@ -132,6 +134,7 @@ class FakeGoogle:
         }
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.risc = RiscIssuer(self)  # Cross-Account Protection: signing key, JWKS, RISC API
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> FakeGoogle:
@@ -208,6 +211,7 @@ class FakeGoogle:
             "GOOGLE_OAUTH_REVOKE_URI": self.url + "/revoke",
             "GOOGLE_OAUTH_USERINFO_URI": self.url + "/v1/userinfo",
             "GOOGLE_API_BASE_URL": self.url,
+            "GOOGLE_RISC_CONFIG_URI": self.url + "/.well-known/risc-configuration",
         }
 
     def env(self) -> dict[str, str]:
@@ -406,6 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._userinfo()
         if path.startswith("/calendar/v3/") or path.startswith("/gmail/v1/"):
             return self._api(method, path)
+        if path.startswith(("/.well-known/risc", "/risc/", "/v1beta/", "/_control/risc/")):
+            return self.fake.risc.handle(self, method, path)
         return self._send(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
 
     def do_GET(self):
@@ -575,6 +581,8 @@ class _Handler(BaseHTTPRequestHandler):
             response["refresh_token"] = refresh_token
         with fake._lock:
             response["access_token"] = fake._mint_access_token(code.email, code.scopes, refresh_token)
+        if "openid" in code.scopes:
+            response["id_token"] = fake.risc.id_token(email=code.email, client_id=client_id)
         return self._send(200, response)
 
     def _refresh(self, form: dict, client_id: str):

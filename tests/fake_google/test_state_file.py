@@ -54,7 +54,7 @@ def test_the_command_line_fake_follows_the_app_port(tmp_path):
     )
     try:
         first = fake.stdout.readline()
-        exports = [fake.stdout.readline() for _ in range(8)]
+        exports = [fake.stdout.readline() for _ in range(9)]
     finally:
         fake.send_signal(signal.SIGINT)
         fake.wait(15)
