@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_object_actions",
+    "django_object_actions",
     "django_prometheus",
     "oauth",
     "connectors",

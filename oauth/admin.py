@@ -11,11 +11,12 @@ import ipaddress
 from django import forms
 from django.contrib import admin
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
+from django_object_actions import DjangoObjectActions
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from .admin_actions import CREDENTIAL_ACTIONS
+from .admin_actions import CREDENTIAL_ACTIONS, CredentialObjectActions
 from .app_settings import is_loopback_host
 from .models import (
     AuditAction,
@@ -29,6 +30,7 @@ from .models import (
     ServiceKey,
 )
 from .scopes import short_name
+from .templatetags.oauth_display import when
 from .selectors import credential_states
 from .tokens.stored import oauth_client
 from .services import actor_for_user, audit_record
@@ -74,6 +76,33 @@ def redirect_uri_problem(value: str) -> str | None:
     if not is_loopback_host(parts.host):
         return "Google refuses a raw IP address as the host of a redirect URI; use a domain name."
     return None
+
+
+def when_html(value):
+    """A time as the dashboard shows it: relative, with the absolute UTC time beneath."""
+    if value is None:
+        return "-"
+    text = when(value)  # '2026-01-02 10:00 UTC (3 hours ago)'
+    absolute, _, relative = text.partition(" (")
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time><br><span class="quiet">{}</span>',
+        value.isoformat(), absolute, relative.rstrip(")"), absolute,
+    )
+
+
+def _time_column(field: str, label: str):
+    @admin.display(description=label, ordering=field)
+    def column(self, obj):
+        return when_html(getattr(obj, field))
+
+    return column
+
+
+class AdminStyles:
+    """The project's admin stylesheet: state badges, compact columns (oauth/static/oauth/admin.css)."""
+
+    class Media:
+        css = {"all": ["oauth/admin.css"]}
 
 
 class OAuthClientForm(forms.ModelForm):
@@ -181,18 +210,21 @@ class StateListFilter(admin.SimpleListFilter):
 
 
 @admin.register(GoogleCredential)
-class GoogleCredentialAdmin(admin.ModelAdmin):
+class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.ModelAdmin):
     list_display = [
         "account",
-        "credential_key",
         "current_state",
+        "last_error",
         "scopes",
-        "last_refreshed_at",
-        "refresh_token_age",
+        "last_refreshed",
         "days_to_idle_limit",
     ]
     list_filter = [StateListFilter, ScopeListFilter, "source"]
-    actions = CREDENTIAL_ACTIONS  # oauth/admin_actions.py: refresh now, test, revoke at Google
+    # oauth/admin_actions.py: refresh now, test, revoke at Google and disconnect (both confirmed)
+    actions = CREDENTIAL_ACTIONS
+
+    class Media:  # django-object-actions' buttons, then our badges (one Media wins in the MRO)
+        css = {"all": ["django_object_actions/css/django-object-actions.css", "oauth/admin.css"]}
     search_fields = ["email", "credential_key"]
     ordering = ["credential_key"]
     fieldsets = [
@@ -203,9 +235,9 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "token_status",
-                    "access_token_expires_at",
-                    "consented_at",
-                    "refresh_token_issued_at",
+                    "access_token_expires",
+                    "consented",
+                    "refresh_token_issued",
                     "refresh_token_age",
                     "days_to_idle_limit",
                 ]
@@ -215,16 +247,16 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
             "Activity",
             {
                 "fields": [
-                    "last_refreshed_at",
-                    "last_used_at",
-                    "last_probed_at",
-                    "last_error_at",
+                    "last_refreshed",
+                    "last_used",
+                    "last_probed",
+                    "last_error_when",
                     "last_error_code",
                     "last_error_detail",
                     "consecutive_failures",
-                    "revoked_at",
-                    "created_at",
-                    "updated_at",
+                    "revoked",
+                    "created",
+                    "updated",
                 ]
             },
         ),
@@ -240,13 +272,49 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
         # accounts are added by consenting, never by typing a token in
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        # read-only page (no Save buttons): a grant changes by consenting, refreshing or revoking
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # a bare delete would leave the grant alive at Google: "Disconnect" revokes, then deletes
+        return False
+
+    last_refreshed = _time_column("last_refreshed_at", "Last refresh")
+    last_used = _time_column("last_used_at", "Last used")
+    last_probed = _time_column("last_probed_at", "Last API test")
+    last_error_when = _time_column("last_error_at", "Last error at")
+    access_token_expires = _time_column("access_token_expires_at", "Access token expires")
+    consented = _time_column("consented_at", "Consented")
+    refresh_token_issued = _time_column("refresh_token_issued_at", "Refresh token issued")
+    revoked = _time_column("revoked_at", "Revoked")
+    created = _time_column("created_at", "Created")
+    updated = _time_column("updated_at", "Updated")
+
     @admin.display(description="Account", ordering="email")
-    def account(self, obj: GoogleCredential) -> str:
-        return obj.email or "(unknown email)"
+    def account(self, obj: GoogleCredential):
+        return format_html(
+            '{}<br><span class="quiet">{}</span>', obj.email or "(unknown email)", obj.credential_key
+        )
 
     @admin.display(description="State")
-    def current_state(self, obj: GoogleCredential) -> str:
-        return CredentialState(obj.effective_state(client_configured=oauth_client() is not None)).label
+    def current_state(self, obj: GoogleCredential):
+        state = obj.effective_state(client_configured=oauth_client() is not None)
+        return format_html(
+            '<span class="state-badge {}">{}</span>', state, CredentialState(state).label
+        )
+
+    @admin.display(description="Last error")
+    def last_error(self, obj: GoogleCredential):
+        if not obj.last_error_code:
+            return "-"
+        first = obj.last_error_detail.partition(". ")[0]
+        if len(first) > 90:
+            first = first[:89] + "…"
+        return format_html(
+            '<code>{}</code> {}<br><span class="quiet">{}</span>',
+            obj.last_error_code, first, when(obj.last_error_at),
+        )
 
     @admin.display(description="Granted scopes")
     def scopes(self, obj: GoogleCredential):
@@ -278,7 +346,7 @@ class GoogleCredentialAdmin(admin.ModelAdmin):
         return "-" if days is None else str(days)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(AdminStyles, admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
@@ -291,15 +359,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "action", "account", "credential_key", "actor", "outcome"]
+    list_display = ["created", "action", "account", "actor", "outcome"]
     list_filter = ["action", "outcome"]
     search_fields = ["account", "credential_key", "actor"]
     date_hierarchy = "created_at"
+    created = _time_column("created_at", "When")
 
 
 @admin.register(HeartbeatRun)
 class HeartbeatRunAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "finished_at", "trigger", "selected", "outcomes"]
+    list_display = ["started", "finished", "trigger", "selected", "outcomes"]
+    started = _time_column("started_at", "Started")
+    finished = _time_column("finished_at", "Finished")
 
 
 @admin.register(Scope)

@@ -228,10 +228,10 @@ def google_callback(request: HttpRequest) -> HttpResponse:
 
 # --- dashboard --------------------------------------------------------------------------------
 def _dashboard_context(*, error: dict | None = None) -> dict:
-    payload = status_payload(include_private=True)
+    from .account_views import live_context  # accounts (with their actions) and action runs
+
     return {
-        "status": payload,
-        "accounts": payload["accounts"],
+        **live_context(),
         "client": oauth_client_get_or_none(),
         "error": error,
         "required_scopes": scope_catalogue.normalize_scopes(oauth_settings.OAUTH_REQUIRED_SCOPES),

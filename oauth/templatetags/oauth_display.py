@@ -27,14 +27,18 @@ def state_label(state: str) -> str:
 
 
 @register.filter
-def when(value: str | None) -> str:
-    """An ISO timestamp as '2026-01-02 10:00 UTC (3 hours ago)'; 'never' when empty."""
+def when(value: str | dt.datetime | None) -> str:
+    """A time (datetime or ISO string) as '2026-01-02 10:00 UTC (3 hours ago)'; 'never' when
+    empty. Every time an operator sees is shown this way: absolute and relative."""
     if not value:
         return "never"
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return str(value)
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return str(value)
     now = timezone.now()
     if abs((now - moment).total_seconds()) < 60:
         return f"{moment.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (just now)"

@@ -61,7 +61,10 @@ def test_every_reader_shows_the_same_state(case, staff_client, credential_factor
     assert f'<span class="badge {expected}">{label}</span>' in dashboard
 
     changelist = staff_client.get("/admin/oauth/googlecredential/").content.decode()
-    assert f'<td class="field-current_state">{label}</td>' in changelist
+    assert (
+        f'<td class="field-current_state"><span class="state-badge {expected}">{label}</span></td>'
+        in changelist
+    )
     filtered = staff_client.get(f"/admin/oauth/googlecredential/?state={expected}").content.decode()
     assert "alice@example.com" in filtered
 
