@@ -45,7 +45,7 @@ test: install-test
 ## Benchmarks against the project's fake Google; prints figures.
 bench: install-test
 	@$(BIN)/python tests/check_services.py
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench
 
 ## The fake Google alone, on BUTLERS_PORT + 100 (8300), printing the exports that point the app at it.
 fake-google: install

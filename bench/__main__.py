@@ -28,7 +28,7 @@ import time
 from multiprocessing import Pipe, Process
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_CREDENTIALS", "2000"))
 LATENCY = float(os.environ.get("BENCH_LATENCY", "0.1"))
 DB_NAME = os.environ.get("BENCH_DATABASE", "bench_butlers")

@@ -87,3 +87,25 @@ def test_apis_check_the_bearer_and_its_scopes(fake):
     listed = requests.get(f"{fake.url}/gmail/v1/users/me/messages", params={"labelIds": "INBOX"}, headers=auth, timeout=5).json()
     assert len(listed["messages"]) == 1
     assert requests.get(f"{fake.url}/gmail/v1/users/me/profile", headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+
+
+def test_the_fake_listens_with_a_deep_backlog_and_answers_in_one_segment():
+    """A burst of connections must not lose SYNs (backlog 5 did), and a small answer goes out in
+    one write (separate header and body writes met delayed ACKs: ~40 ms each)."""
+    import socket
+    import subprocess
+
+    from tests.fake_google import FakeGoogle
+
+    fake = FakeGoogle(client_id="cid", client_secret="secret").start()
+    try:
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{fake.port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert int(listening[2]) >= 1024  # Send-Q of a listening socket = its backlog
+        with socket.create_connection(("127.0.0.1", fake.port)) as conn:
+            conn.sendall(b"GET /v1/userinfo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            first = conn.recv(65536)
+        assert first.startswith(b"HTTP/1.1 401") and first.endswith(b"}")  # headers and body at once
+    finally:
+        fake.stop()
