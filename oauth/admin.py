@@ -505,3 +505,6 @@ class ServiceKeyAdmin(admin.ModelAdmin):
                 messages.success(request, f"Revoked service key {key.name}: it is refused from now on.")
             else:
                 messages.info(request, f"Service key {key.name} was already revoked.")
+
+
+from . import admin_notifications  # noqa: E402,F401  (notifications, webhooks, security events)

@@ -69,6 +69,24 @@ def webhook_url_problem(url: str) -> str | None:
     return "Use an https:// URL (http:// is accepted only for a loopback host such as 127.0.0.1)."
 
 
+class WebhookUrlRefused(ValueError):
+    """The URL cannot receive webhooks (not https, or http off loopback, or malformed)."""
+
+
+def webhook_endpoint_create(
+    *, url: str, events: list[str] | None = None, description: str = ""
+) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its signing secret (returned once: only its ciphertext is kept)."""
+    problem = webhook_url_problem(url)
+    if problem:
+        raise WebhookUrlRefused(problem)
+    secret = webhook_secret_new()
+    endpoint = WebhookEndpoint(url=url, events=list(events or []), description=description)
+    endpoint.secret = secret
+    endpoint.save()
+    return endpoint, secret
+
+
 def notification_payload(notification: Notification) -> dict[str, Any]:
     """The JSON a webhook receives (Standard Webhooks' ``type``/``timestamp``/``data`` shape)."""
     return {
