@@ -1,7 +1,7 @@
 """URLs of the consent flow, the status API and the dashboard (paths are DESIGN.md's contract)."""
 from django.urls import path
 
-from . import account_views, api, views
+from . import account_views, api, risc_views, views
 
 app_name = "oauth"
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/oauth/status", views.oauth_status, name="status"),
     path("api/oauth/google/start", views.google_start, name="google-start"),
     path("api/oauth/google/callback", views.google_callback, name="google-callback"),
+    path("api/oauth/google/risc", risc_views.risc_receiver, name="google-risc"),
     path("api/oauth/token", api.token, name="token"),
     path("api/oauth/accounts", api.accounts, name="accounts"),
     path("api/schema", api.schema, name="schema"),
