@@ -286,3 +286,69 @@ def stream_verified() -> dict[str, Any]:
         .order_by("-received_at").values_list("received_at", flat=True).first()
     )
     return {"stream_verified": last is not None, "last_verification_at": last}
+
+
+# --- registering the receiver with Google (manage.py oauth_risc_register) ------------------------
+#: The events this app asks Google for (verification events always come).
+EVENTS_REQUESTED = [
+    "sessions-revoked", "tokens-revoked", "token-revoked", "account-disabled", "account-enabled",
+    "account-credential-change-required", "verification",
+]
+
+
+def risc_receiver_url(*, url: str | None = None) -> str:
+    """Where Google should push events: ``url``, else the dashboard's origin + the receiver path."""
+    from .preflight import dashboard_url
+
+    return url or dashboard_url().rstrip("/") + "/api/oauth/google/risc"
+
+
+def _key_file() -> str:
+    from .exceptions import NotConfigured
+
+    key_file = (oauth_settings.GOOGLE_RISC_SERVICE_ACCOUNT_FILE or "").strip()
+    if not key_file:
+        raise NotConfigured(
+            "GOOGLE_RISC_SERVICE_ACCOUNT_FILE is not set. Create a service account with the role "
+            "'RISC Configuration Admin', download its JSON key and set the variable to its path "
+            "(docs/risc.md)."
+        )
+    return key_file
+
+
+def risc_stream_register(*, url: str | None = None) -> dict[str, Any]:
+    """Register our receiver for EVENTS_REQUESTED and enable the stream."""
+    receiver = risc_receiver_url(url=url)
+    key_file = _key_file()
+    google_risc.stream_update(key_file=key_file, receiver_url=receiver, events=EVENTS_REQUESTED)
+    return {"receiver": receiver, **risc_stream_status()}
+
+
+def risc_stream_status() -> dict[str, Any]:
+    key_file = _key_file()
+    stream = google_risc.stream_get(key_file=key_file)
+    status = google_risc.stream_status(key_file=key_file)
+    return {
+        "receiver": ((stream.get("delivery") or {}).get("url") or ""),
+        "events_requested": [
+            google_risc.SHORT_NAMES.get(uri, uri) for uri in stream.get("events_requested") or []
+        ],
+        "status": status.get("status", ""),
+        **stream_verified(),
+    }
+
+
+def risc_stream_disable() -> dict[str, Any]:
+    return google_risc.stream_status_set(key_file=_key_file(), enabled=False)
+
+
+def risc_stream_verify(*, state: str) -> None:
+    google_risc.stream_verify(key_file=_key_file(), state=state)
+
+
+def risc_verification_received(*, state: str) -> bool:
+    """Whether a verification event carrying ``state`` has arrived."""
+    return any(
+        any(e.get("state") == state for e in (row.get("events") or []))
+        for row in SecurityEvent.objects.filter(event_type="verification").values_list("detail", flat=True)
+    )
