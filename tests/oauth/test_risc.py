@@ -228,3 +228,14 @@ def test_the_receiver_refuses_get_and_other_content_types(client, fake_google):
     response = client.post(URL, data={"a": "b"})
     assert response.status_code == 400
     assert "application/secevent+jwt" in response.json()["description"]
+
+
+@pytest.mark.django_db
+def test_the_dashboard_shows_the_last_security_event_and_the_stream(client, staff_client, fake_google, grant):
+    grant()
+    assert "stream not verified yet" in staff_client.get("/").content.decode()
+    post(client, fake_google.risc.security_event("verification", audience=CLIENT_ID, state="s"))
+    post(client, fake_google.risc.security_event("tokens-revoked", audience=CLIENT_ID, email="alice@example.com"))
+    page = staff_client.get("/").content.decode()
+    assert "stream verified" in page
+    assert "Google security event" in page and "tokens-revoked" in page
