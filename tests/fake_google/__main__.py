@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where issued grants are kept across restarts ('' keeps them in memory)")
     parser.add_argument("--token-latency", type=float, default=0.0, help="seconds per /token call")
     parser.add_argument("--quiet", action="store_true", help="print one line, not the exports")
+    parser.add_argument("--risc-key-file", default="",
+                        help="write a service-account key its RISC API accepts there (oauth_risc_register)")
     args = parser.parse_args(argv)
     port = args.port if args.port is not None else fake_port()
     fake = FakeGoogle(
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         env = app_env(fake_url=fake.url, port=args.app_port or app_port())
         env["GOOGLE_OAUTH_CLIENT_ID"] = args.client_id
         env["GOOGLE_OAUTH_CLIENT_SECRET"] = args.client_secret
+        if args.risc_key_file:
+            env["GOOGLE_RISC_SERVICE_ACCOUNT_FILE"] = str(fake.risc.service_account_file(args.risc_key_file))
         for name, value in env.items():
             print(f"  export {name}={value}")
         print("(`make demo` does all of this for you.)", flush=True)
