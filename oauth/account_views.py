@@ -13,6 +13,8 @@ Staff only; every change is a POST with the CSRF token.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
@@ -21,6 +23,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from .app_settings import oauth_settings
 from .account_actions import CONSEQUENCES, action_run_start, action_runs_recent
 from .consent import consent_start
 from .exceptions import ConsentRateLimited, OAuthError
@@ -31,6 +34,18 @@ from .status import status_payload
 #: Milliseconds between refreshes of the live region: while a run is in progress, and otherwise.
 POLL_FAST_MS = 1000
 POLL_SLOW_MS = 5000
+
+
+def consent_form_allowed(response: HttpResponse) -> HttpResponse:
+    """Let this page's Reconnect forms (POST, then 302 to Google's consent page) leave the site.
+
+    The Content-Security-Policy's ``form-action 'self'`` also covers where a form submission is
+    redirected, so a page with a Reconnect button adds the origin of GOOGLE_OAUTH_AUTH_URI (only
+    that origin, only on these pages).
+    """
+    parts = urlsplit(oauth_settings.GOOGLE_OAUTH_AUTH_URI)
+    response._csp_update = {"form-action": [f"{parts.scheme}://{parts.netloc}"]}
+    return response
 
 
 def _first_sentence(text: str) -> str:

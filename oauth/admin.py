@@ -98,6 +98,11 @@ def _time_column(field: str, label: str):
     return column
 
 
+# The app's admin is small (a few models): the list pages get the whole width instead of sharing
+# it with the navigation sidebar (the index and the breadcrumbs lead everywhere).
+admin.site.enable_nav_sidebar = False
+
+
 class AdminStyles:
     """The project's admin stylesheet: state badges, compact columns (oauth/static/oauth/admin.css)."""
 
@@ -211,13 +216,14 @@ class StateListFilter(admin.SimpleListFilter):
 
 @admin.register(GoogleCredential)
 class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.ModelAdmin):
+    # narrow columns, so that the list fits at 1280 px (granted scopes are on each account's page)
     list_display = [
         "account",
         "current_state",
+        "missing",
         "last_error",
-        "scopes",
         "last_refreshed",
-        "days_to_idle_limit",
+        "idle_limit",
     ]
     list_filter = [StateListFilter, ScopeListFilter, "source"]
     # oauth/admin_actions.py: refresh now, test, revoke at Google and disconnect (both confirmed)
@@ -276,6 +282,11 @@ class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.
         # read-only page (no Save buttons): a grant changes by consenting, refreshing or revoking
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .account_views import consent_form_allowed  # its Reconnect button goes to Google
+
+        return consent_form_allowed(super().change_view(request, object_id, form_url, extra_context))
+
     def has_delete_permission(self, request, obj=None) -> bool:
         # a bare delete would leave the grant alive at Google: "Disconnect" revokes, then deletes
         return False
@@ -293,9 +304,18 @@ class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.
 
     @admin.display(description="Account", ordering="email")
     def account(self, obj: GoogleCredential):
-        return format_html(
-            '{}<br><span class="quiet">{}</span>', obj.email or "(unknown email)", obj.credential_key
-        )
+        if obj.is_primary or not obj.email:
+            return format_html(
+                '{}<br><span class="quiet">{}</span>', obj.email or "(unknown email)",
+                f"{obj.credential_key} (primary)" if obj.is_primary else obj.credential_key,
+            )
+        return obj.email
+
+    @admin.display(description="Idle limit")
+    def idle_limit(self, obj: GoogleCredential) -> str:
+        days = obj.days_until_idle_limit(now=timezone.now())
+        dead = obj.revoked_at is not None or obj.state == CredentialState.EXPIRED
+        return "-" if days is None or dead else f"{days} days"
 
     @admin.display(description="State")
     def current_state(self, obj: GoogleCredential):
@@ -309,11 +329,9 @@ class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.
         if not obj.last_error_code:
             return "-"
         first = obj.last_error_detail.partition(". ")[0]
-        if len(first) > 90:
-            first = first[:89] + "…"
         return format_html(
-            '<code>{}</code> {}<br><span class="quiet">{}</span>',
-            obj.last_error_code, first, when(obj.last_error_at),
+            '<code title="{}">{}</code><br><span class="quiet">{}</span>',
+            first, obj.last_error_code, when(obj.last_error_at) if obj.last_error_at else "",
         )
 
     @admin.display(description="Granted scopes")
@@ -364,6 +382,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["account", "credential_key", "actor"]
     date_hierarchy = "created_at"
     created = _time_column("created_at", "When")
+    fields = readonly_fields = ["created", "action", "account", "credential_key", "actor", "outcome",
+                                "detail"]
 
 
 @admin.register(HeartbeatRun)
@@ -371,6 +391,7 @@ class HeartbeatRunAdmin(ReadOnlyAdmin):
     list_display = ["started", "finished", "trigger", "selected", "outcomes"]
     started = _time_column("started_at", "Started")
     finished = _time_column("finished_at", "Finished")
+    fields = readonly_fields = ["started", "finished", "trigger", "selected", "outcomes"]
 
 
 @admin.register(Scope)

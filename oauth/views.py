@@ -242,4 +242,6 @@ def _dashboard_context(*, error: dict | None = None) -> dict:
 @never_cache
 def dashboard(request: HttpRequest) -> HttpResponse:
     """``/``: every account, its state, scopes and remediation, and the connect button."""
-    return render(request, "oauth/dashboard.html", _dashboard_context())
+    from .account_views import consent_form_allowed  # its Reconnect buttons go to Google
+
+    return consent_form_allowed(render(request, "oauth/dashboard.html", _dashboard_context()))
