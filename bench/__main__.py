@@ -1,18 +1,20 @@
 """``make bench``: the heartbeat sweep and the token service under load, against the fake Google.
 
-What it does, on a database of its own (``bench_butlers``, dropped and re-created each run):
+What it does, for each size in BENCH_SIZES (300 and 2,000 credentials), on a database of its own
+(``bench_butlers``, dropped and re-created each time):
 
-1. stores BENCH_CREDENTIALS (2,000) credentials, each with a live grant at a fake Google that runs
-   in its own process and answers the token endpoint after BENCH_LATENCY (100 ms);
-2. runs ``manage.py oauth_heartbeat --all`` as a child process (the in-process sweep);
-3. runs the Celery fan-out: a worker started with the pool and concurrency ``scripts/run.sh``
-   uses, and one ``oauth.tasks.heartbeat_sweep``;
-4. times 2,000 warm ``access_token_get`` calls;
-5. runs the concurrent-access check: 8 processes ask at once for a stale token.
+1. stores the credentials, each with a live grant at a fake Google that runs in its own process
+   and answers the token endpoint after BENCH_LATENCY (100 ms);
+2. BENCH_RUNS (3) times, side by side against that fake: the floor (``bench/floor.py``, a minimal
+   asyncio sweep: the reference), ``manage.py oauth_heartbeat --all`` (the in-process sweep) and
+   the Celery fan-out (a worker as ``scripts/run.sh`` starts it, one ``heartbeat_sweep``);
+3. prints the medians: wall time and its ratio to the floor's, CPU ms per credential and its ratio,
+   peak refreshes in flight at Google, peak RSS, with the load average before and after each run;
+4. the token path: warm ``access_token_get`` median and p99, a cold call's overhead;
+5. the concurrent-access check (8 processes ask at once for a stale token) and the token API under
+   gunicorn (``bench/token_api.py``).
 
-For each sweep it prints wall time, the ratio to the serial ideal (credentials x latency), the
-peak number of refreshes in flight at Google, peak memory (RSS) and CPU seconds, so you can see
-whether latency or CPU bounds the sweep.
+BENCH_VERBOSE=1 also prints each sweep's detailed report.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-bench-client-secret"
 WARM_CALLS = 2000
-#: Comma-separated parts to run (command, celery, warm, concurrent); empty = all.
+#: Comma-separated parts to run (command, celery, warm, concurrent, token_api; the floor always
+#: runs); empty = all.
 ONLY = {part.strip() for part in os.environ.get("BENCH_ONLY", "").split(",") if part.strip()}
 #: A directory: record a py-spy flame profile (raw, collapsed stacks) of each sweep's processes.
 PYSPY_DIR = os.environ.get("BENCH_PYSPY_DIR", "")
@@ -368,7 +371,37 @@ def _report(
         log(extra)
 
 
-def bench_command_sweep(fake: FakeGoogleProcess) -> None:
+#: CPU of ended children already counted (RUSAGE_CHILDREN only grows).
+_CHILD_CPU = {"before": 0.0}
+VERBOSE = os.environ.get("BENCH_VERBOSE") == "1"
+
+
+def bench_floor_sweep(fake: FakeGoogleProcess) -> dict:
+    """The floor (bench/floor.py) in its own process, against the same fake and database."""
+    import resource
+
+    _make_all_due()
+    fake.ask("reset")
+    env = _deployed_env(fake)
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "bench.floor"], cwd=ROOT, env=env,  # noqa: S603
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = PeakRss([child.pid])
+    out, err = child.communicate()
+    wall = time.perf_counter() - started
+    peak_rss = sampler.stop()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime - _CHILD_CPU["before"]
+    _CHILD_CPU["before"] = ru.ru_utime + ru.ru_stime
+    if child.returncode != 0:
+        raise SystemExit(f"the floor sweep failed:\n{err[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    stats = fake.ask("stats")
+    return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": peak_rss,
+            "refreshes": stats["refreshes"], "ok": result["ok"] == N}
+
+
+def bench_command_sweep(fake: FakeGoogleProcess) -> dict:
     _make_all_due()
     fake.ask("reset")
     fake_cpu0 = fake.ask("stats")["cpu_s"]
@@ -392,14 +425,19 @@ def bench_command_sweep(fake: FakeGoogleProcess) -> None:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     stats = fake.ask("stats")
     summary = " | ".join(line.strip() for line in out.splitlines())
-    _report(
-        "oauth_heartbeat --all (in-process, threads)", wall=wall, cpu=ru.ru_utime + ru.ru_stime,
-        rss_mb=peak_rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0, machine=machine,
-        services=services, extra=f"command output         {summary} (exit {child.returncode})",
-    )
+    cpu = ru.ru_utime + ru.ru_stime - _CHILD_CPU["before"]
+    _CHILD_CPU["before"] = ru.ru_utime + ru.ru_stime
+    if VERBOSE:
+        _report(
+            "oauth_heartbeat --all (in-process, threads)", wall=wall, cpu=cpu,
+            rss_mb=peak_rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0, machine=machine,
+            services=services, extra=f"command output         {summary} (exit {child.returncode})",
+        )
+    return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": peak_rss,
+            "refreshes": stats["refreshes"], "ok": child.returncode == 0}
 
 
-def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
+def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
     from oauth.models import HeartbeatRun
 
     _make_all_due()
@@ -457,15 +495,19 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> None:
         _pyspy_stop(recorders)
         rss = max(sampler.stop(), sum(_proc_hwm_mb(w.pid) for w in workers))
         stats = fake.ask("stats")
-        _report(
-            f"Celery fan-out ({processes} x worker --pool={pool} --concurrency={concurrency} "
-            f"--prefetch-multiplier={prefetch}, as "
-            "scripts/run.sh)",
-            wall=wall, cpu=cpu, rss_mb=rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
-            machine=machine, services=services,
-            extra=f"worker system CPU      {sys_cpu:.1f} s of the {cpu:.1f} s (the rest is user)\n"
-            f"run outcomes           {run.outcomes if run else 'unfinished'}",
-        )
+        if VERBOSE:
+            _report(
+                f"Celery fan-out ({processes} x worker --pool={pool} --concurrency={concurrency} "
+                f"--prefetch-multiplier={prefetch}, as "
+                "scripts/run.sh)",
+                wall=wall, cpu=cpu, rss_mb=rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0,
+                machine=machine, services=services,
+                extra=f"worker system CPU      {sys_cpu:.1f} s of the {cpu:.1f} s (the rest is user)\n"
+                f"run outcomes           {run.outcomes if run else 'unfinished'}",
+            )
+        return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": rss,
+                "refreshes": stats["refreshes"],
+                "ok": bool(run and run.finished_at and run.outcomes.get("connected") == N)}
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -482,22 +524,36 @@ def redis_flush() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def bench_warm_access_token() -> None:
+def bench_token_path(fake: FakeGoogleProcess) -> None:
+    """Warm ``access_token_get`` (Redis cache) median and p99, and a cold call's overhead over the
+    fake's token latency (one refresh: lock, refresh grant, write, cache)."""
     from oauth.models import GoogleCredential
     from oauth.tokens import access_token_get
 
+    import logging
+
+    logging.getLogger("oauth").setLevel(logging.WARNING)  # one refresh line per cold call: noise here
     GoogleCredential.objects.filter(credential_key="google").update(state="connected")
-    access_token_get()  # warm the cache (refreshes if needed)
+    colds = []
+    for _ in range(20):
+        GoogleCredential.objects.filter(credential_key="google").update(
+            access_token=None, access_token_expires_at=None
+        )
+        redis_flush()
+        t0 = time.perf_counter()
+        access_token_get(actor="process:bench")
+        colds.append((time.perf_counter() - t0) * 1000 - LATENCY * 1000)
     samples = []
     for _ in range(WARM_CALLS):
         t0 = time.perf_counter()
         access_token_get()
         samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
-    log("\n== warm access_token_get (Redis cache)")
-    log(f"calls                  {WARM_CALLS}")
-    log(f"median                 {statistics.median(samples):.3f} ms  (target < 1 ms)")
-    log(f"p95                    {samples[int(len(samples) * 0.95)]:.3f} ms")
+    log("\n== token path")
+    log(f"warm access_token_get  median {statistics.median(samples):.3f} ms, "
+        f"p99 {samples[int(len(samples) * 0.99)]:.3f} ms ({WARM_CALLS} calls, Redis cache)")
+    log(f"cold (one refresh)     median overhead {statistics.median(colds):.1f} ms over the fake's "
+        f"{LATENCY * 1000:.0f} ms latency (20 calls)")
 
 
 CHILD = """
@@ -538,27 +594,82 @@ def bench_concurrent_access(fake: FakeGoogleProcess, *, redis_url: str | None) -
         f"{len(tokens)} distinct token(s) received")
 
 
+#: Credential counts to run, each in a process of its own (BENCH_CREDENTIALS overrides with one).
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "300,2000").split(",") if x.strip()]
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+PATHS = {"floor": "floor (bench/floor.py)", "command": "oauth_heartbeat --all",
+         "celery": "Celery fan-out (as make run)"}
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _table(results: dict[str, list[dict]], loads: list[tuple[str, str]]) -> None:
+    floor = statistics.median(r["wall"] for r in results["floor"])
+    floor_cpu = statistics.median(r["cpu"] for r in results["floor"]) / N * 1000
+    log(f"\n== heartbeat sweep, {N} credentials, {LATENCY * 1000:.0f} ms token latency, median of "
+        f"{RUNS} run(s) ({os.cpu_count()} CPUs)")
+    log(f"{'path':30} {'wall s':>8} {'x floor':>8} {'CPU ms/cred':>12} {'x floor':>8} "
+        f"{'in flight':>10} {'RSS MB':>7} {'all ok':>7}")
+    for key, title in PATHS.items():
+        runs = results.get(key) or []
+        if not runs:
+            continue
+        wall = statistics.median(r["wall"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs) / N * 1000
+        log(f"{title:30} {wall:8.2f} {wall / floor:8.2f} {cpu:12.2f} {cpu / floor_cpu:8.2f} "
+            f"{max(r['in_flight'] for r in runs):10d} {max(r['rss'] for r in runs):7.0f} "
+            f"{str(all(r['ok'] for r in runs)):>7}")
+    for key, runs in results.items():
+        log(f"  {key:8} walls: " + ", ".join(f"{r['wall']:.2f}" for r in runs))
+    log("  load average (1/5/15 min) before and after each run: "
+        + "; ".join(f"{a} -> {b}" for a, b in loads))
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
+    if "BENCH_CREDENTIALS" not in os.environ and len(SIZES) > 1:
+        for size in SIZES:  # each size in a fresh process: a fresh database, fake and Django
+            code = subprocess.call([sys.executable, "-m", "bench"], cwd=ROOT,  # noqa: S603
+                                   env={**os.environ, "BENCH_CREDENTIALS": str(size)})
+            if code:
+                raise SystemExit(code)
+        return
     log(f"Butlers OAuth benchmark: {N} credentials, {LATENCY * 1000:.0f} ms token latency, "
-        f"{os.cpu_count()} CPU(s)")
+        f"{os.cpu_count()} CPU(s), load average {_loadavg()}")
     _recreate_database()
     fake = FakeGoogleProcess(N, LATENCY)
     try:
         _setup_django(fake)
         redis_flush()
         _store_credentials(fake.tokens)
-        if _wanted("command"):
-            bench_command_sweep(fake)
-        if _wanted("celery"):
-            bench_celery_sweep(fake)
+        results: dict[str, list[dict]] = {key: [] for key in PATHS}
+        loads = []
+        sweeps = {"floor": bench_floor_sweep, "command": bench_command_sweep,
+                  "celery": bench_celery_sweep}
+        for run in range(RUNS):
+            for key, sweep in sweeps.items():
+                if not _wanted(key) and key != "floor":
+                    continue
+                before = _loadavg()
+                results[key].append(sweep(fake))
+                loads.append((before, _loadavg()))
+                log(f"run {run + 1} {key:8} {results[key][-1]['wall']:.2f} s")
+        _table(results, loads)
         if _wanted("warm"):
-            bench_warm_access_token()
+            bench_token_path(fake)
         if _wanted("concurrent"):
             log("\n== concurrent access (8 processes at once, 100 ms token latency)")
             bench_concurrent_access(fake, redis_url=None)
             bench_concurrent_access(fake, redis_url="redis://127.0.0.1:6390/0")
+        if _wanted("token_api"):
+            from bench.token_api import token_api_bench
+
+            log("\n== token API under gunicorn (warm tokens)")
+            figures = token_api_bench()
+            log("  " + ", ".join(f"{k} {v}" for k, v in figures.items()))
     finally:
         fake.stop()
         from django.db import connections
