@@ -86,7 +86,11 @@ def _error_body(request: HttpRequest, exc: OAuthError, *, as_json: bool) -> Http
         except DatabaseError:
             logger.exception("The dashboard could not be rendered around an error panel")
         else:
-            return render(request, "oauth/dashboard.html", context, status=status)
+            from .account_views import consent_form_allowed  # its Reconnect buttons
+
+            return consent_form_allowed(
+                render(request, "oauth/dashboard.html", context, status=status)
+            )
     # A plain page: it needs no database (the database may be what just failed).
     return render(request, "oauth/error.html", {"error": error}, status=status)
 
