@@ -6,6 +6,7 @@ and full URIs are both accepted everywhere a scope is configured.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 AUTH = "https://www.googleapis.com/auth/"
@@ -107,12 +108,18 @@ def effective_scopes(granted: Iterable[str]) -> set[str]:
 
 def missing_scopes(*, granted: Iterable[str], required: Iterable[str]) -> list[str]:
     """Required scopes (full URIs, in order) that ``granted`` does not satisfy; identity ignored."""
+    return list(_missing(tuple(granted), tuple(required)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _missing(granted: tuple[str, ...], required: tuple[str, ...]) -> tuple[str, ...]:
+    # Accounts share a handful of scope sets: each distinct one is worked out once.
     have = effective_scopes(granted)
-    return [
+    return tuple(
         uri
         for uri in normalize_scopes(list(required))
         if uri not in IDENTITY_SCOPES and uri not in have
-    ]
+    )
 
 
 def products_granted(granted: Iterable[str]) -> list[str]:

@@ -73,8 +73,13 @@ def oauth_client_get_or_none() -> ClientConfig | None:
 
 # --- stored credentials -------------------------------------------------------------------------
 def credentials_list() -> list[GoogleCredential]:
-    """Every stored account, the primary first, with granted scopes prefetched (two queries)."""
-    return list(GoogleCredential.objects.primary_first().prefetch_related("granted_scopes"))
+    """Every stored account, the primary first, in one query.
+
+    Granted scopes are read from the list kept in each row's metadata beside the M2M
+    (:meth:`GoogleCredential.granted_scope_list`): thousands of accounts must not cost thousands of
+    scope instances.
+    """
+    return list(GoogleCredential.objects.primary_first())
 
 
 def credential_states() -> list[tuple[GoogleCredential, str]]:

@@ -121,7 +121,7 @@ def _account_payload(
     entry: dict[str, Any] = {
         "state": state,
         "connected": state == CredentialState.CONNECTED,
-        "scopes_granted": credential.granted_scope_uris(),
+        "scopes_granted": sorted(credential.granted_scope_list()),
         "missing_scopes": missing,
     }
     if state != CredentialState.CONNECTED:
