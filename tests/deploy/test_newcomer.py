@@ -32,6 +32,9 @@ NEEDS_GOOGLE = {
     "oauth_revoke": "revokes a grant at Google",
     "run_gmail_connector": "polls Gmail",
     "oauth_import_env": "imports the deprecated env credentials (none on a fresh checkout)",
+    "service_key_create": "names the connected accounts the key may use",
+    "service_key_revoke": "revokes a key, made for a connected account by service_key_create",
+    "oauth_risc_register": "registers the receiver with Google's RISC API",
 }
 
 
