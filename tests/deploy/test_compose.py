@@ -26,8 +26,8 @@ import yaml
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from tests.factories import ROOT
 from tests.deploy.processes import Running, free_port
+from tests.factories import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -68,9 +68,9 @@ def dockerfile() -> dict:
     """The image's ENV, the command run at build time by collectstatic, and the default CMD."""
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     env: dict[str, str] = {}
-    for line in re.findall(r"^ENV (.+)$", text, re.M):
+    for line in re.findall(r"^ENV (.+)$", text, re.MULTILINE):
         env.update(dict(pair.split("=", 1) for pair in shlex.split(line)))
-    build = [line for line in re.findall(r"^RUN (.+)$", text, re.M) if "collectstatic" in line]
+    build = [line for line in re.findall(r"^RUN (.+)$", text, re.MULTILINE) if "collectstatic" in line]
     requirements = re.findall(r"pip install .*-r (\S+)", text)
     return {"env": env, "build": build, "requirements": requirements}
 

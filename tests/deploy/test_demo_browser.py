@@ -14,8 +14,14 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
+from tests.deploy.processes import (
+    Running,
+    cmdline,
+    descendants,
+    free_port,
+    newcomer_env,
+)
 from tests.factories import ROOT
-from tests.deploy.processes import Running, cmdline, descendants, free_port, newcomer_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import sys
 
 from cryptography.fernet import Fernet
 
-from tests.factories import ROOT
 from scripts import supervise
 from tests.deploy.processes import newcomer_env
+from tests.factories import ROOT
 
 SHOW = "from django.conf import settings as s; print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.GOOGLE_OAUTH_CLIENT_ID or '-')"
 

@@ -28,7 +28,7 @@ def settings_variables() -> set[str]:
 
 
 def test_every_variable_the_settings_read_is_documented_in_env_example():
-    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     read = settings_variables()
     assert {"SECRET_KEY", "DATABASE_URL", "GOOGLE_OAUTH_TOKEN_URI", "OAUTH_HTTP_TIMEOUT"} <= read  # the parse works
     assert read - documented == set()

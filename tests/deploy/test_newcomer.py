@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.factories import ROOT
 from tests.deploy.processes import Running, free_port, newcomer_env
+from tests.factories import ROOT
 
 pytestmark = [pytest.mark.slow]
 
@@ -41,7 +41,7 @@ NEEDS_GOOGLE = {
 def readme_command(pattern: str) -> str:
     """The one line of a README code block matching ``pattern``."""
     text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
     lines = [line for block in blocks for line in block.splitlines() if re.search(pattern, line)]
     assert len(lines) == 1, (pattern, lines)
     return lines[0].split("  #")[0].strip()
@@ -51,12 +51,12 @@ def runbook_commands() -> list[str]:
     """Every `manage.py ...` command written in docs/runbook.md (code spans and code blocks)."""
     text = (ROOT / "docs" / "runbook.md").read_text()
     found: list[str] = []
-    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL):
         for line in block.splitlines():
             match = re.match(r"\s*(?:\.venv/bin/python )?manage\.py ([a-z_]+[^#]*)", line)
             if match:
                 found.append(match.group(1).strip())
-    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     for span in re.findall(r"`([^`]+)`", prose):
         match = re.match(r"(?:\.venv/bin/python )?manage\.py ([a-z_]+.*)", span)
         if match:

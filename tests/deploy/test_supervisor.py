@@ -42,7 +42,7 @@ def test_an_unreachable_postgresql_and_redis_are_named_with_their_start_commands
     assert code != 0 and len(lines) == 2, lines
     assert f"postgresql://butlers:***@127.0.0.1:{pg_port}/butlers" in lines[0]
     assert "pg_ctlcluster" in lines[0] and "s3cret-pw" not in lines[0]
-    assert f"redis://127.0.0.1:{redis_port}/0" in lines[1] and f"redis-server" in lines[1]
+    assert f"redis://127.0.0.1:{redis_port}/0" in lines[1] and "redis-server" in lines[1]
     assert f"--port {redis_port}" in lines[1]
 
 

@@ -7,8 +7,8 @@ import sys
 
 import requests
 
-from tests.factories import ROOT
 from tests.deploy.processes import free_port
+from tests.factories import ROOT
 from tests.fake_google import FakeGoogle
 
 CLIENT_ID, SECRET = "cid.apps.googleusercontent.com", "shh"
