@@ -39,7 +39,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-bench-client-secret"
 WARM_CALLS = 2000
-#: Comma-separated parts to run (command, celery, warm, concurrent, token_api; the floor always
+#: Comma-separated parts to run (command, celery, warm, status, concurrent, token_api; the floor always
 #: runs); empty = all.
 ONLY = {part.strip() for part in os.environ.get("BENCH_ONLY", "").split(",") if part.strip()}
 #: A directory: record a py-spy flame profile (raw, collapsed stacks) of each sweep's processes.
@@ -601,6 +601,66 @@ PATHS = {"floor": "floor (bench/floor.py)", "command": "oauth_heartbeat --all",
          "celery": "Celery fan-out (as make run)"}
 
 
+STATUS_SIZES = [int(x) for x in os.environ.get("BENCH_STATUS_ACCOUNTS", "300,3000").split(",") if x]
+STATUS_CALLS = 60
+
+
+def bench_status(fake: FakeGoogleProcess) -> None:
+    """``GET /api/oauth/status`` (anonymous) against ``GET /api/health`` under gunicorn, with the
+    stored accounts grown to each of STATUS_SIZES (extra rows are copies; nothing calls Google)."""
+    import socket
+    import urllib.request
+
+    from oauth.models import GoogleCredential
+
+    log("\n== status under gunicorn (anonymous, median of %d calls)" % STATUS_CALLS)
+    for size in STATUS_SIZES:
+        have = GoogleCredential.objects.count()
+        if have < size:
+            template = GoogleCredential.objects.order_by("pk").last()
+            GoogleCredential.objects.bulk_create(
+                [GoogleCredential(
+                    credential_key=f"google:status{i}@example.com", email=f"status{i}@example.com",
+                    credentials=template.credentials, refresh_token=template.refresh_token,
+                    state=["connected", "expired", "missing_scope"][i % 3],
+                ) for i in range(have, size)], batch_size=1000,
+            )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = _deployed_env(fake, {"GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2",
+                                   "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1"})
+        web = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", "butlers/gunicorn.conf.py",
+             "butlers.wsgi:application"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(base + "/api/health", timeout=2).read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            timings = {}
+            for path in ("/api/health", "/api/oauth/status"):
+                for _ in range(5):  # warm both workers
+                    urllib.request.urlopen(base + path, timeout=30).read()
+                samples = []
+                for _ in range(STATUS_CALLS):
+                    t0 = time.perf_counter()
+                    urllib.request.urlopen(base + path, timeout=30).read()
+                    samples.append((time.perf_counter() - t0) * 1000)
+                timings[path] = statistics.median(samples)
+            ratio = timings["/api/oauth/status"] / timings["/api/health"]
+            log(f"{size:5d} accounts: /api/health {timings['/api/health']:.1f} ms, /api/oauth/status "
+                f"{timings['/api/oauth/status']:.1f} ms ({ratio:.1f}x health)")
+        finally:
+            web.terminate()
+            web.wait(20)
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -660,6 +720,8 @@ def main() -> None:
         _table(results, loads)
         if _wanted("warm"):
             bench_token_path(fake)
+        if _wanted("status") and N == max(SIZES):
+            bench_status(fake)
         if _wanted("concurrent"):
             log("\n== concurrent access (8 processes at once, 100 ms token latency)")
             bench_concurrent_access(fake, redis_url=None)

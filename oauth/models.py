@@ -138,6 +138,21 @@ class GoogleCredentialQuerySet(models.QuerySet):
         )
 
 
+def operator_state(
+    *, stored: str, revoked: bool, own_client_secret: bool, client_configured: bool,
+    lacks_required_scope: bool,
+) -> str:
+    """The rule behind :meth:`GoogleCredential.effective_state`, on plain values (so the status
+    API can judge thousands of rows without building a model instance for each)."""
+    if revoked:
+        return CredentialState.EXPIRED
+    if not own_client_secret and not client_configured:
+        return CredentialState.MISCONFIGURED
+    if stored == CredentialState.CONNECTED and lacks_required_scope:
+        return CredentialState.MISSING_SCOPE
+    return str(stored)
+
+
 class GoogleCredential(models.Model):
     """One Google account's grant. The first connected account is the primary (key 'google')."""
 
@@ -260,18 +275,17 @@ class GoogleCredential(models.Model):
         ``client_configured``: whether an OAuth client is configured (the admin's or the env's);
         looked up when not given (pass it when judging many credentials).
         """
-        if self.revoked_at is not None:
-            return CredentialState.EXPIRED
-        if self.client_secret is None:
-            if client_configured is None:
-                from .selectors import oauth_client_get_or_none
+        if client_configured is None and self.client_secret is None:
+            from .selectors import oauth_client_get_or_none
 
-                client_configured = oauth_client_get_or_none() is not None
-            if not client_configured:
-                return CredentialState.MISCONFIGURED
-        if self.state == CredentialState.CONNECTED and self.missing_scopes(required):
-            return CredentialState.MISSING_SCOPE
-        return str(self.state)
+            client_configured = oauth_client_get_or_none() is not None
+        return operator_state(
+            stored=self.state, revoked=self.revoked_at is not None,
+            own_client_secret=self.client_secret is not None,
+            client_configured=bool(client_configured),
+            lacks_required_scope=self.state == CredentialState.CONNECTED
+            and bool(self.missing_scopes(required)),
+        )
 
     def testing_grant_days(self, *, died_at: dt.datetime | None = None) -> int | None:
         """The 'Testing' consent-screen rule: days the grant lived when it died (invalid_grant)

@@ -22,10 +22,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import json
+
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from . import scopes as scope_catalogue
-from .models import AuditAction, AuditEvent, CredentialState, GoogleCredential
+from .app_settings import oauth_settings
+from .models import AuditAction, AuditEvent, CredentialState, GoogleCredential, operator_state
 from .selectors import ClientConfig, credential_states, oauth_client_get_or_none
 from .tokens.stored import expired_remediation
 
@@ -147,6 +152,69 @@ def _account_payload(
     return entry
 
 
+#: Columns the public payload is judged from (everything else is staff-only).
+_PUBLIC_COLUMNS = ("pk", "state", "revoked_at", "scopes")
+#: What a remediation reads, fetched only for the accounts that need one.
+_REMEDIATION_FIELDS = (
+    "pk", "revoked_at", "last_error_code", "last_error_detail", "last_error_at",
+    "consecutive_failures", "consented_at", "refresh_token_issued_at",
+)
+
+
+class _RemediationView:
+    """The few fields :func:`remediation` reads, without building a model instance per row."""
+
+    testing_grant_days = GoogleCredential.testing_grant_days
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.__dict__.update(row)
+
+
+def _public_accounts(*, client_configured: bool) -> list[dict[str, Any]]:
+    """The anonymous accounts list: plain rows, no model instances, the state from the one rule
+    (:func:`oauth.models.operator_state`), missing scopes once per distinct scope set, and a
+    second query only for the accounts whose remediation needs their error details."""
+    rows = list(
+        GoogleCredential.objects.primary_first()
+        .annotate(
+            scopes=KT("credentials__scopes"),
+            own_secret=ExpressionWrapper(Q(client_secret__isnull=False), output_field=BooleanField()),
+        )
+        .values(*_PUBLIC_COLUMNS, "own_secret")
+    )
+    required = tuple(oauth_settings.OAUTH_REQUIRED_SCOPES)
+    parsed: dict[str | None, list[str]] = {}
+    entries, problems = [], {}
+    for row in rows:
+        raw = row["scopes"]
+        if raw not in parsed:
+            parsed[raw] = sorted(json.loads(raw)) if raw else []
+        granted = parsed[raw]
+        missing = scope_catalogue.missing_scopes(granted=granted, required=required)
+        state = operator_state(
+            stored=row["state"], revoked=row["revoked_at"] is not None,
+            own_client_secret=row["own_secret"], client_configured=client_configured,
+            lacks_required_scope=bool(missing),
+        )
+        entry = {"state": state, "connected": state == CredentialState.CONNECTED,
+                 "scopes_granted": granted, "missing_scopes": missing}
+        if state != CredentialState.CONNECTED:
+            problems[row["pk"]] = entry
+        entries.append(entry)
+    if problems:
+        wanted = GoogleCredential.objects.all()
+        if len(problems) <= 200:  # a long IN list costs more to send than the rows it spares
+            wanted = wanted.filter(pk__in=problems)
+        for row in wanted.values(*_REMEDIATION_FIELDS):
+            entry = problems.get(row["pk"])
+            if entry is None:
+                continue
+            entry["remediation"] = remediation(
+                _RemediationView(row), state=entry["state"], missing=entry["missing_scopes"]
+            )
+    return entries
+
+
 def _unconfigured_payload(*, client: ClientConfig | None) -> dict[str, Any]:
     last = (
         AuditEvent.objects.filter(
@@ -188,10 +256,13 @@ def status_payload(*, include_private: bool) -> dict[str, Any]:
     """``{"google": {...}, "accounts": [...]}`` from stored state only, in constant queries."""
     now = _now()
     client = oauth_client_get_or_none()
-    accounts = [
-        _account_payload(c, state=state, include_private=include_private, now=now)
-        for c, state in credential_states()
-    ]
+    if include_private:
+        accounts = [
+            _account_payload(c, state=state, include_private=True, now=now)
+            for c, state in credential_states()
+        ]
+    else:
+        accounts = _public_accounts(client_configured=client is not None)
     # The primary comes first; without a 'google' row the earliest account stands in for it,
     # as it does for the token service.
     primary = accounts[0] if accounts else _unconfigured_payload(client=client)

@@ -51,6 +51,11 @@ def test_every_reader_shows_the_same_state(case, staff_client, credential_factor
     credential_factory(email="alice@example.com", scopes=scopes, **fields)
     label = CredentialState(expected).label
 
+    from django.test import Client
+
+    anonymous = Client().get("/api/oauth/status").json()  # the public path judges plain rows
+    assert anonymous["accounts"][0]["state"] == expected
+    assert ("remediation" in anonymous["accounts"][0]) is (expected != "connected")
     status = staff_client.get("/api/oauth/status").json()
     assert status["accounts"][0]["state"] == expected
     assert status["google"]["state"] == expected
