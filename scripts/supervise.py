@@ -124,12 +124,16 @@ def redis_problem(url: str) -> str | None:
 
 
 # --- processes ------------------------------------------------------------------------------------
+try:  # loaded here, once: between fork and exec the child only makes the prctl system call
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
     """Children get SIGTERM if the supervisor itself is killed (no orphans left serving)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
