@@ -44,6 +44,7 @@ ROUTINE = [
     re.compile(r"\bsucceeded in \d"),
     re.compile(r"\brequest_(started|finished)\b"),
     re.compile(r"Connected to (filesystem|redis)://"),
+    re.compile(r"Scheduler: Sending due task "),  # beat, once per schedule entry per period
     re.compile(PROBE_AGENT),
     re.compile(r"Warm shutdown \(MainProcess\)"),
     re.compile(r"AXES: (Reset|Deleted|Cleaned up) 0 "),  # django-axes' no-op bookkeeping per login
@@ -57,6 +58,9 @@ def say(message: str) -> None:
 
 
 ROLE = "make run"
+#: Set by Ctrl-C (SIGINT), SIGTERM or SIGHUP, from the very start: a stop during the migration
+#: waits for it to finish instead of breaking it with a traceback.
+STOP = threading.Event()
 
 
 # --- stores ---------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class Supervisor:
         self.processes = processes
         self.env = env
         self.width = width
-        self.stopping = threading.Event()
+        self.stopping = STOP
         self._print_lock = threading.Lock()
 
     def start(self, proc: Process) -> None:
@@ -257,7 +261,9 @@ def write_dev_env(path: Path, values: dict[str, str]) -> None:
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    # its own session: the terminal's Ctrl-C does not cut a migration in half
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          start_new_session=True, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="also run the fake Google, app pointed at it")
     args = parser.parse_args(argv)
     demo = args.demo
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: STOP.set())
     ROLE = "make demo" if demo else "make run"
 
     env = dict(os.environ)
@@ -332,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             applied = result.stdout.count("... OK")
             if applied:
                 say(f"applied {applied} database migrations")
+        if STOP.is_set():
+            say("stopped before starting anything.")
+            return 0
 
     celery = str(BIN / "celery")
     workers = int(env.get("CELERY_WORKER_PROCESSES") or os.cpu_count() or 2)
@@ -368,12 +379,6 @@ def main(argv: list[str] | None = None) -> int:
     ))
 
     supervisor = Supervisor(processes, env, width=max(len(p.name) for p in processes))
-
-    def on_signal(signum, frame):
-        supervisor.stopping.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
 
     for proc in processes:
         supervisor.start(proc)
