@@ -47,7 +47,7 @@ def test_finding_06_beat_takes_its_lock_again_after_redis_restarts_empty(
     store = redis.Redis.from_url(private_redis.url(0))
     beat = _beat(private_redis.url(0), subprocess_env)
     try:
-        wait_until(lambda: store.exists(LOCK_KEY), timeout=60, what="beat holds its lock")
+        wait_until(lambda: store.exists(LOCK_KEY), timeout=180, what="beat holds its lock")
         assert client.get("/api/health/ready").json()["checks"]["beat"]["ok"], beat.output()
 
         private_redis.restart_empty()  # the lock and the schedule are gone
@@ -57,7 +57,7 @@ def test_finding_06_beat_takes_its_lock_again_after_redis_restarts_empty(
         assert body["checks"]["beat"]["ok"] is False
         assert "lock" in body["checks"]["beat"]["error"]
 
-        wait_until(lambda: store.exists(LOCK_KEY), timeout=60, what="beat takes its lock again")
+        wait_until(lambda: store.exists(LOCK_KEY), timeout=180, what="beat takes its lock again")
         assert beat.running, beat.output()
         assert store.zcard(SCHEDULE_KEY) >= 1  # the schedule was written again
         assert client.get("/api/health/ready").json()["checks"]["beat"]["ok"]
