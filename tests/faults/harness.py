@@ -290,7 +290,7 @@ class App:
         process = self._spawn(
             "web", [str(BIN / "gunicorn"), "-c", "butlers/gunicorn.conf.py", "butlers.wsgi:application"]
         )
-        wait_until(lambda: _port_open(self.port), timeout=60, what="gunicorn listening")
+        wait_until(lambda: _port_open(self.port), timeout=180, what="gunicorn listening")
         return process
 
     def start_worker(self, *, concurrency: int = 8) -> AppProcess:

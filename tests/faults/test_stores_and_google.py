@@ -79,7 +79,7 @@ class Deployment:
         self.app.start_web()
         self.app.start_worker(concurrency=4)
         self.app.start_beat()
-        wait_until(self.ready, timeout=90, what="readiness 200 (web, worker, beat up)")
+        wait_until(self.ready, timeout=240, what="readiness 200 (web, worker, beat up)")
 
     # --- driving it ---------------------------------------------------------------------------
     def shell(self, code: str, *, input: str | None = None, env: dict | None = None):
@@ -159,7 +159,7 @@ def app(deployment):
     out, err = recovery.communicate(timeout=180)
     assert recovery.returncode == 0, err[-3000:]
     assert {row["state"] for row in deployment.assert_nothing_lost()} == {"connected"}
-    wait_until(deployment.ready, timeout=60, what="readiness back to 200")
+    wait_until(deployment.ready, timeout=180, what="readiness back to 200")
 
 
 class Watcher:
@@ -251,7 +251,7 @@ def test_fault_redis_stopped_mid_sweep_the_sweep_finishes_and_readiness_tells(ap
     watcher.assert_never_500()
     assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
     # beat takes its lock again, and readiness comes back by itself
-    wait_until(app.ready, timeout=60, what="readiness back after Redis returned empty")
+    wait_until(app.ready, timeout=180, what="readiness back after Redis returned empty")
     assert app.processes_alive()
 
 
@@ -265,7 +265,7 @@ def test_fault_redis_restarted_empty_mid_sweep_the_sweep_finishes(app):
         _finish(sweep)
     watcher.assert_never_500()
     assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
-    wait_until(app.ready, timeout=60, what="readiness back after Redis restarted empty")
+    wait_until(app.ready, timeout=180, what="readiness back after Redis restarted empty")
     assert app.processes_alive()
 
 
@@ -277,7 +277,7 @@ def test_fault_redis_restarted_empty_during_web_requests_never_500(app):
         app.redis.stop()
         time.sleep(1.0)
         app.redis.start()
-        wait_until(app.ready, timeout=60, what="readiness back after Redis restarts")
+        wait_until(app.ready, timeout=180, what="readiness back after Redis restarts")
     watcher.assert_never_500()
     assert watcher.statuses["/api/oauth/status"] == {200}
     assert watcher.statuses["/api/oauth/status (staff)"] == {200}
