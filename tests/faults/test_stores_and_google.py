@@ -67,7 +67,9 @@ class Deployment:
             database_url=self.cluster.create_database(), redis_url=self.redis.url(),
             extra_env={**self.fake.env(), "GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID,
                        "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
-                       "OAUTH_HEARTBEAT_CONCURRENCY": "8", "OAUTH_HTTP_TIMEOUT": "3"},
+                       "OAUTH_HEARTBEAT_CONCURRENCY": "8", "OAUTH_HTTP_TIMEOUT": "3",
+                       # every account is due at every Celery sweep (beat's interval stays 1 h)
+                       "OAUTH_HEARTBEAT_WINDOW": "1"},
         )
         self.app.migrate()
         grants = "".join(
@@ -266,6 +268,36 @@ def test_fault_redis_restarted_empty_mid_sweep_the_sweep_finishes(app):
     watcher.assert_never_500()
     assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
     wait_until(app.ready, timeout=180, what="readiness back after Redis restarted empty")
+    assert app.processes_alive()
+
+
+CELERY_SWEEP = "from oauth.tasks import heartbeat_sweep; heartbeat_sweep.delay(trigger='fault-test')"
+
+
+def test_fault_redis_restarted_empty_during_a_celery_sweep_the_worker_recovers(app):
+    """beat -> worker path: queued heartbeats vanish with Redis; the worker reconnects by
+    itself and the next sweep refreshes every account."""
+    app.fake.token_latency = 1.0
+    requests_before = app.fake.stats["token_requests"]
+    with Watcher(app) as watcher:
+        sent = app.shell(CELERY_SWEEP)
+        assert sent.returncode == 0, sent.stderr[-2000:]
+        wait_until(lambda: app.fake.stats["token_requests"] > requests_before, timeout=120,
+                   what="the worker's heartbeats under way")
+        app.redis.restart_empty()
+        app.fake.token_latency = 0.0
+        wait_until(app.ready, timeout=180, what="readiness back after Redis restarted empty")
+    watcher.assert_never_500()
+    app.assert_nothing_lost()
+    counts = dict(app.fake.stats["refreshes_by_email"])
+    sent = app.shell(CELERY_SWEEP)  # the next sweep, as beat sends it every interval
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    wait_until(
+        lambda: all(app.fake.refreshes_for(f"user{i}@example.com") > counts.get(f"user{i}@example.com", 0)
+                    for i in range(ACCOUNTS)),
+        timeout=180, what="every account refreshed by the worker after Redis came back",
+    )
+    assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
     assert app.processes_alive()
 
 
