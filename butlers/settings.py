@@ -97,7 +97,6 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_object_actions",
-    "django_object_actions",
     "django_prometheus",
     "oauth",
     "connectors",
