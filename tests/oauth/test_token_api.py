@@ -307,3 +307,14 @@ def test_with_postgresql_down_the_api_answers_503_json():
         assert response.json()["error"] == "database_unavailable"
         assert "/api/health/ready" in response.json()["description"]
         assert int(response["Retry-After"]) > 0
+
+
+def test_calls_without_a_valid_key_are_rate_limited_per_address(broker, settings):
+    settings.SERVICE_KEY_RATE_LIMIT = "2/m"
+
+    statuses = [broker.token("bk_guess-" + str(n)).status_code for n in range(4)]
+    valid = broker.token(broker.key(all_accounts=True))
+
+    assert statuses == [401, 401, 429, 429]  # two refused keys a minute from one address
+    # the limit is the address's (checked before any key is looked up): a valid key from it waits too
+    assert valid.status_code == 429
