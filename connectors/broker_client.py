@@ -27,8 +27,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 URL_VAR = "BUTLERS_BROKER_URL"
 KEY_VAR = "BUTLERS_SERVICE_KEY"
@@ -216,7 +217,7 @@ class BrokerClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, dict(response.headers), self._json(response.read())
         except urllib.error.HTTPError as exc:
             with exc:

@@ -53,7 +53,7 @@ class GunicornServer:
             "--graceful-timeout", "5",
         ]
         output = open(self.output_path, "w")  # noqa: SIM115 - closed by the child's exit
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

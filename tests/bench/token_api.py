@@ -79,10 +79,10 @@ def token_api_bench(
     log=print,
 ) -> dict:
     """Warm-token throughput and latency of ``POST /api/oauth/token`` under gunicorn."""
+    import redis
+
     from tests.fake_google import FakeGoogle
     from tests.gunicorn_server import GunicornServer
-
-    import redis
 
     redis.Redis.from_url(redis_url).flushdb()
     _recreate_database(pg_base, database)

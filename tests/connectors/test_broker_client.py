@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.factories import ROOT
 from connectors.broker_client import (
     BrokerAuthError,
     BrokerClient,
@@ -19,6 +18,7 @@ from connectors.broker_client import (
 )
 from oauth.models import AuditEvent
 from oauth.service_keys import service_key_create, service_key_revoke
+from tests.factories import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ALICE, BOB = "alice@example.com", "bob@example.com"

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from tests.factories import ROOT
 from connectors.models import GmailMessage
 from oauth.models import AuditEvent
 from oauth.service_keys import service_key_create, service_key_revoke
+from tests.factories import ROOT
 from tests.gunicorn_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

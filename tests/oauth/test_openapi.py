@@ -12,9 +12,9 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.factories import ROOT
 from oauth.models import CredentialState, GoogleCredential
 from oauth.service_keys import service_key_create
+from tests.factories import ROOT
 
 DOC_URI = "urn:butlers:openapi"
 

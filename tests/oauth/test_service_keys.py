@@ -11,10 +11,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from tests.factories import ROOT
 from oauth.exceptions import ServiceKeyForbidden, ServiceKeyInvalid
 from oauth.models import AuditEvent, ServiceKey
-from oauth.service_keys import service_key_authenticate, service_key_create, service_key_revoke
+from oauth.service_keys import (
+    service_key_authenticate,
+    service_key_create,
+    service_key_revoke,
+)
+from tests.factories import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +74,7 @@ def test_a_revoked_or_expired_key_is_refused_and_says_so():
     _, revoked = _create(name="old", all_accounts=True)
     _, expired = _create(
         name="temp", all_accounts=True,
-        expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1),
+        expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
     )
     service_key_revoke(name="old", actor="user:test")
 

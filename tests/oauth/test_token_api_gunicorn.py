@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from oauth.models import AuditEvent
 from oauth.service_keys import service_key_create
+from tests.factories import CLIENT_ID, CLIENT_SECRET, ROOT
 from tests.gunicorn_server import GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
