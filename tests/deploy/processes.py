@@ -8,6 +8,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 #: Variables of the developer's or the test run's environment that a newcomer's shell would not have.
@@ -112,3 +114,19 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def wait_http(url: str, *, timeout: float = 90) -> tuple[int | None, str]:
+    """Poll until ``url`` answers 200 (or the timeout); the last status and body."""
+    deadline = time.monotonic() + timeout
+    status, body = None, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read().decode()
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return status, body

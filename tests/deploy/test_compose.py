@@ -17,8 +17,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import yaml
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from tests.deploy.processes import Running, free_port
+from tests.deploy.processes import Running, free_port, wait_http
 from tests.factories import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -100,22 +98,6 @@ def local_env(service_env: dict[str, str], image_env: dict[str, str], stores: di
     env["STATIC_ROOT"] = stores["/app/staticfiles"]  # the image's /app/staticfiles
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # python, celery, gunicorn
     return env
-
-
-def wait_http(url: str, *, timeout: float = 90) -> tuple[int | None, str]:
-    """Poll until ``url`` answers 200 (or the timeout); the last status and body."""
-    deadline = time.monotonic() + timeout
-    status, body = None, ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read().decode()
-        except OSError:
-            pass
-        time.sleep(0.3)
-    return status, body
 
 
 def test_the_image_installs_only_the_runtime_requirements():
