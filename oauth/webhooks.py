@@ -194,8 +194,10 @@ def webhook_attempt(*, delivery_id: int, force: bool = False) -> float | None:
     it is done (delivered, given up, or not this task's to try)."""
     now = _now()
     with transaction.atomic():
+        # of=self: lock the delivery only; locking its endpoint too would make every other
+        # delivery to that endpoint skip itself while this one is in flight.
         delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("endpoint").filter(pk=delivery_id).first()
         )
         # Another worker holds it, or it is done, or a duplicate message came early.

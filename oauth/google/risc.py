@@ -34,6 +34,9 @@ RISC_API_AUDIENCE = "https://risc.googleapis.com/google.identity.risc.v1beta.Ris
 PUSH_DELIVERY = "https://schemas.openid.net/secevent/risc/delivery-method/push"
 #: Seconds an ``iat`` may lie in the future (clock skew).
 FUTURE_SKEW = 300
+#: Fewest seconds between two fetches of the JWKS for an unknown ``kid``: the receiver is open to
+#: anyone, and made-up kids must not turn it into a stream of requests to Google.
+REFETCH_INTERVAL = 5.0
 
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 OAUTH = "https://schemas.openid.net/secevent/oauth/event-type/"
@@ -145,8 +148,9 @@ def signing_key(*, jwks_uri: str, kid: str) -> jwt.PyJWK:
     ttl = float(oauth_settings.GOOGLE_RISC_JWKS_TTL)
     with _lock:
         cached = _jwks.get(jwks_uri)
-    keys = cached[1] if cached and time.monotonic() - cached[0] < ttl else None
-    if keys is None or kid not in keys:
+    age = time.monotonic() - cached[0] if cached else None
+    keys = cached[1] if cached and age < ttl else None
+    if keys is None or (kid not in keys and age >= REFETCH_INTERVAL):
         # Google rotates its keys: an unknown kid is worth one fresh look, not more.
         keys = _fetch_keys(jwks_uri)
     if kid not in keys:

@@ -8,12 +8,15 @@ that fails twice gets it on the third attempt, recorded in the admin.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import threading
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from oauth.google import risc as google_risc
 from oauth.models import AuditEvent, GoogleCredential, WebhookDelivery, refresh_token_fingerprint
@@ -60,7 +63,7 @@ def worker(subprocess_env, fake_google, smtp):
         "EMAIL_URL": smtp.email_url(),
         "DEFAULT_FROM_EMAIL": "butlers@example.com",
         "OAUTH_NOTIFY_EMAILS": "household@example.com",
-        "OAUTH_NOTIFY_DEBOUNCE": "1",
+        "OAUTH_NOTIFY_DEBOUNCE": "3",
         "OAUTH_WEBHOOK_RETRY_SCHEDULE": "0.5,0.5,0.5",
         "BUTLERS_DASHBOARD_URL": "https://butlers.example.com/",
     })
@@ -84,7 +87,7 @@ def test_a_tokens_revoked_event_expires_one_account_and_tells_people_once(
     live_server, fake_google, credential_factory, smtp, receiver, worker, settings
 ):
     google_risc.cache_clear()
-    settings.OAUTH_NOTIFY_DEBOUNCE = 1
+    settings.OAUTH_NOTIFY_DEBOUNCE = 3
     accounts = {}
     for email in ("alice@example.com", "bob@example.com"):
         token = fake_google.issue_grant(email)
@@ -126,3 +129,27 @@ def test_a_tokens_revoked_event_expires_one_account_and_tells_people_once(
     assert [a.status_code for a in delivery.attempt_log.all()] == [500, 500, 204]
     # nothing more arrives: told once
     assert not wait_for(lambda: len(smtp.messages) > 1 or len(receiver.requests) > 3, timeout=3)
+
+
+def test_a_sweep_that_finds_20_dead_accounts_sends_one_digest_and_20_webhooks(
+    fake_google, credential_factory, smtp, receiver, worker, settings
+):
+    settings.OAUTH_NOTIFY_DEBOUNCE = 3
+    endpoint, secret = webhook_endpoint_create(url=receiver.url)
+    receiver.secret = secret
+    emails = [f"member{n}@example.com" for n in range(20)]
+    for email in emails:
+        credential_factory(email=email, refresh_token=fake_google.issue_grant(email),
+                           last_refreshed_at=timezone.now() - dt.timedelta(days=2))
+        fake_google.expire_grant(email)
+
+    with pytest.raises(SystemExit):  # exit 1: accounts need attention
+        call_command("oauth_heartbeat", "--all")
+
+    assert wait_for(lambda: len(receiver.received) == 20 and len(smtp.messages) == 1), (
+        len(receiver.received), len(smtp.messages), "".join(worker)[-3000:])
+    assert {r["payload"]["data"]["account"] for r in receiver.received} == set(emails)
+    assert "20 account notices (20 need attention)" in smtp.messages[0]["Subject"]
+    body = text_of(smtp.messages[0])
+    assert all(email in body for email in emails)
+    assert not wait_for(lambda: len(smtp.messages) > 1, timeout=5)  # one digest, not 20 emails

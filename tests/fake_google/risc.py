@@ -59,6 +59,7 @@ class RiscIssuer:
         self.kid = "fake-risc-" + secrets.token_hex(4)
         self.stream: dict = {"delivery": None, "events_requested": [], "status": "disabled"}
         self.api_calls: list[tuple[str, str]] = []
+        self.jwks_fetches: list[tuple[str, str]] = []
         self.service_accounts: dict[str, rsa.RSAPublicKey] = {}
         self._lock = threading.Lock()
 
@@ -184,6 +185,8 @@ class RiscIssuer:
         if path == "/.well-known/risc-configuration" and method == "GET":
             return handler._send(200, self.configuration())
         if path == "/risc/jwks" and method == "GET":
+            with self._lock:
+                self.jwks_fetches.append((method, path))
             return handler._send(200, self.jwks())
         if path == "/_control/risc/send" and method == "POST":
             spec = handler._json_body()

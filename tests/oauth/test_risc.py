@@ -203,7 +203,8 @@ def test_a_replayed_jti_gets_400_and_is_applied_once(client, fake_google, grant)
 
 
 @pytest.mark.django_db
-def test_a_rotated_google_key_is_fetched_again_once(client, fake_google, grant):
+def test_a_rotated_google_key_is_fetched_again_once(client, fake_google, grant, monkeypatch):
+    monkeypatch.setattr(google_risc, "REFETCH_INTERVAL", 0)  # Google rotated a while ago
     grant()
     first = fake_google.risc.security_event("sessions-revoked", audience=CLIENT_ID, email="alice@example.com")
     assert post(client, first).status_code == 202
@@ -239,3 +240,16 @@ def test_the_dashboard_shows_the_last_security_event_and_the_stream(client, staf
     page = staff_client.get("/").content.decode()
     assert "stream verified" in page
     assert "Google security event" in page and "tokens-revoked" in page
+
+
+@pytest.mark.django_db
+def test_made_up_key_ids_do_not_make_the_receiver_hammer_google(client, fake_google, grant):
+    grant()
+    post(client, fake_google.risc.security_event("sessions-revoked", audience=CLIENT_ID, email="alice@example.com"))
+    fetches = sum(1 for _, path in fake_google.risc.jwks_fetches)
+    for n in range(5):
+        token = fake_google.risc.security_event(
+            "tokens-revoked", audience=CLIENT_ID, email="alice@example.com", key=_other_key(), kid=f"made-up-{n}"
+        )
+        assert post(client, token).status_code == 400
+    assert sum(1 for _, path in fake_google.risc.jwks_fetches) == fetches
