@@ -232,6 +232,7 @@ def test_each_admin_action_with_its_confirmation(
     change = f"{live_server.url}/admin/oauth/googlecredential/{bob.pk}/change/"
     page.goto(change)
     expect(page.locator("input[name=_save]")).to_have_count(0)
+    page.screenshot(path=str(screenshots / "admin-credential.png"), full_page=True)
     expect(page.get_by_text("Delete", exact=True)).to_have_count(0)
     page.get_by_role("button", name="Refresh now").click()
     expect(_item(page, "bob@example.com")).to_contain_text("refreshed;")
@@ -407,7 +408,9 @@ def test_empty_dashboard_and_404_page(operator_page, live_server, google):
     page = operator_page
     page.goto(f"{live_server.url}/")
     empty = page.locator("section.empty")
-    expect(empty.get_by_role("link", name="Connect a Google account")).to_be_visible()
+    expect(empty.get_by_role("link", name="Connect the first account")).to_have_attribute(
+        "href", "/api/oauth/google/start"
+    )
     expect(empty.get_by_role("link", name="admin")).to_have_attribute("href", "/admin/oauth/oauthclient/")
 
     response = page.goto(f"{live_server.url}/no/such/page")

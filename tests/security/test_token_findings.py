@@ -90,19 +90,25 @@ def test_finding_01_a_null_token_is_never_saved_and_the_failure_is_recorded(cred
     assert not any(action == AuditAction.REFRESHED for action, _ in actions)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the admin's run is sent to the worker on commit
 @responses.activate
 def test_finding_01_admin_refresh_now_reports_instead_of_500(staff_client, credential_factory):
+    from butlers.celery import app
+
     credential = credential_factory(email="alice@example.com")
     responses.post(TOKEN_URI, body="<html>oops</html>", status=200, content_type="text/html")
 
-    response = staff_client.post(
-        "/admin/oauth/googlecredential/",
-        {"action": "refresh_now", "_selected_action": [credential.pk]},
-        follow=True,
-    )
+    app.conf.task_always_eager = True  # the background run, in this process
+    try:
+        response = staff_client.post(
+            "/admin/oauth/googlecredential/",
+            {"action": "refresh_now", "_selected_action": [credential.pk]},
+            follow=True,
+        )
+    finally:
+        app.conf.task_always_eager = False
 
-    assert response.status_code == 200
+    assert response.status_code == 200  # the dashboard, with the run's result
     assert "refresh failed" in response.content.decode()
 
 
