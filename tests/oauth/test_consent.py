@@ -233,3 +233,20 @@ def test_google_error_is_access_denied_and_consumes_the_state(staff_user, google
 def test_valid_state_without_code_is_missing_code(staff_user, google):
     with pytest.raises(MissingCode):
         _complete(staff_user, _start(staff_user), code="")
+
+
+def test_consent_records_googles_subject_and_the_refresh_tokens_sha512(staff_user, google):
+    import hashlib
+
+    import jwt
+
+    id_token = jwt.encode({"iss": "https://accounts.google.com", "sub": "110248495921238986420",
+                           "aud": CLIENT_ID, "email": "alice@example.com"}, "x", algorithm="HS256")
+    google.upsert(responses.POST, TOKEN_URI, json={
+        "access_token": ACCESS_TOKEN, "refresh_token": REFRESH_TOKEN, "expires_in": 3599,
+        "scope": ALL_SCOPES, "token_type": "Bearer", "id_token": id_token,
+    })
+    _complete(staff_user, _start(staff_user))
+    stored = GoogleCredential.objects.get()
+    assert (stored.google_issuer, stored.google_subject) == ("https://accounts.google.com", "110248495921238986420")
+    assert stored.refresh_token_fingerprint == hashlib.sha512(REFRESH_TOKEN.encode()).hexdigest()

@@ -151,3 +151,20 @@ def test_userinfo_without_an_email_fails_with_what_to_fix(google, answer):
     google.get(USERINFO_URI, **answer)
     with pytest.raises(TokenExchangeFailed, match="GOOGLE_OAUTH_SCOPES"):
         google_consent.userinfo_email(access_token=Secret(ACCESS_TOKEN))
+
+
+def test_the_id_token_gives_googles_subject_only_when_meant_for_this_client():
+    import jwt
+
+    from oauth.google.consent import id_token_subject
+
+    def token(**claims):
+        return jwt.encode({"iss": "https://accounts.google.com", "sub": "10769150350006150715113082367",
+                           "aud": CLIENT_ID, **claims}, "any-key-the-signature-is-not-checked", algorithm="HS256")
+
+    assert id_token_subject(token(), client_id=CLIENT_ID) == (
+        "https://accounts.google.com", "10769150350006150715113082367")
+    assert id_token_subject(token(aud="someone-else"), client_id=CLIENT_ID) is None
+    assert id_token_subject(token(sub=""), client_id=CLIENT_ID) is None
+    assert id_token_subject("not-a-jwt", client_id=CLIENT_ID) is None
+    assert id_token_subject(None, client_id=CLIENT_ID) is None

@@ -77,3 +77,35 @@ def test_a_credential_repr_never_holds_a_secret(credential_factory):
     credential = GoogleCredential.objects.get(pk=credential_factory(email="a@example.com").pk)
     text = repr(credential) + str(credential) + repr(vars(credential))
     assert REFRESH_TOKEN not in text and ACCESS_TOKEN not in text
+
+
+@pytest.mark.django_db
+def test_every_transition_that_stores_a_refresh_token_keeps_its_sha512(credential_factory):
+    import hashlib
+
+    from oauth.models import refresh_token_fingerprint
+
+    def sha(token):
+        return hashlib.sha512(token.encode()).hexdigest()
+
+    now = timezone.now()
+    credential = credential_factory(email="alice@example.com")
+    credential.mark_connected(now=now, access_token="ya29.a", expires_in=3600, refresh_token="1//first",
+                              client_id="c", email="alice@example.com", google_issuer="https://accounts.google.com",
+                              google_subject="1234")
+    assert credential.refresh_token_fingerprint == sha("1//first")
+    assert (credential.google_issuer, credential.google_subject) == ("https://accounts.google.com", "1234")
+    fields = credential.record_refresh_success(now=now, access_token="ya29.b",
+                                               expires_at=now + dt.timedelta(hours=1), refresh_token="1//rotated")
+    assert "refresh_token_fingerprint" in fields
+    assert credential.refresh_token_fingerprint == sha("1//rotated")
+    credential.record_refresh_success(now=now, access_token="ya29.c", expires_at=now + dt.timedelta(hours=1))
+    assert credential.refresh_token_fingerprint == sha("1//rotated")  # no new token: kept
+    credential.mark_imported(now=now, refresh_token="1//imported", client_id="c", client_secret=None,
+                             email="alice@example.com", imported_from="env")
+    assert credential.refresh_token_fingerprint == sha("1//imported")
+    # a re-consent without a refresh token keeps the fingerprint and the subject
+    credential.mark_connected(now=now, access_token="ya29.d", expires_in=3600, refresh_token=None,
+                              client_id="c", email="alice@example.com")
+    assert credential.refresh_token_fingerprint == refresh_token_fingerprint("1//imported")
+    assert credential.google_subject == "1234"
