@@ -19,6 +19,8 @@ from urllib3.util import parse_url
 from .admin_actions import CREDENTIAL_ACTIONS, CredentialObjectActions
 from .app_settings import is_loopback_host
 from .models import (
+    ActionItem,
+    ActionRun,
     AuditAction,
     AuditEvent,
     CredentialState,
@@ -392,6 +394,44 @@ class HeartbeatRunAdmin(ReadOnlyAdmin):
     started = _time_column("started_at", "Started")
     finished = _time_column("finished_at", "Finished")
     fields = readonly_fields = ["started", "finished", "trigger", "selected", "outcomes"]
+
+
+class ActionItemInline(admin.TabularInline):
+    model = ActionItem
+    fields = readonly_fields = ["account", "status", "message", "updated"]
+    extra = 0
+    can_delete = False
+    updated = _time_column("updated_at", "Updated")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ActionRun)
+class ActionRunAdmin(ReadOnlyAdmin):
+    """Every operator action run (dashboard or admin) and each account's result: the dashboard
+    shows the latest few, this keeps the rest until the retention prune."""
+
+    list_display = ["created", "action", "actor", "summary", "finished"]
+    list_filter = ["action"]
+    search_fields = ["actor", "items__account"]
+    fields = readonly_fields = ["created", "action", "actor", "finished"]
+    inlines = [ActionItemInline]
+    created = _time_column("created_at", "Started")
+    finished = _time_column("finished_at", "Finished")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("items")
+
+    @admin.display(description="Accounts")
+    def summary(self, obj: ActionRun) -> str:
+        counts: dict[str, int] = {}
+        for item in obj.items.all():
+            counts[item.get_status_display().lower()] = counts.get(item.get_status_display().lower(), 0) + 1
+        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "-"
 
 
 @admin.register(Scope)

@@ -194,3 +194,16 @@ def test_the_list_shows_badges_last_errors_and_both_times(staff_client, alice, f
     assert '<span class="state-badge expired">Expired or revoked</span>' in page
     assert ">invalid_grant</code>" in page
     assert "oauth/admin.css" in page
+
+
+def test_past_runs_stay_listed_in_the_admin(staff_client, alice, fake_google, credential_factory):
+    bob = credential_factory(email="bob@example.com", refresh_token=fake_google.issue_grant("bob@example.com"),
+                             access_token=None, expires_in=None)
+    fake_google.expire_grant("bob@example.com")
+    _run(staff_client, "refresh_now", alice, bob)
+    run = ActionRun.objects.get()
+
+    listing = staff_client.get("/admin/oauth/actionrun/").content.decode()
+    assert "1 done, 1 failed" in listing and "user:operator" in listing
+    detail = staff_client.get(f"/admin/oauth/actionrun/{run.pk}/change/").content.decode()
+    assert "refresh failed (expired)" in detail and 'name="_save"' not in detail
