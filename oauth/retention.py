@@ -54,7 +54,8 @@ def _audit_events_delete(*, before: dt.datetime, batch_size: int) -> int:
             cursor.execute(
                 f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - the table name is our own
                 f"(SELECT id FROM {table} WHERE created_at < %s ORDER BY id LIMIT %s)",
-                [before, batch_size],
+                # stored as the backend stores the column (SQLite keeps naive UTC text)
+                [connection.ops.adapt_datetimefield_value(before), batch_size],
             )
             count = cursor.rowcount
         deleted += count
