@@ -23,8 +23,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .app_settings import oauth_settings
 from .account_actions import CONSEQUENCES, action_run_start, action_runs_recent
+from .app_settings import oauth_settings
 from .consent import consent_start
 from .exceptions import ConsentRateLimited, OAuthError
 from .models import ActionKind, CredentialState, GoogleCredential

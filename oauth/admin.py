@@ -32,10 +32,10 @@ from .models import (
     ServiceKey,
 )
 from .scopes import short_name
-from .templatetags.oauth_display import when
 from .selectors import credential_states
-from .tokens.stored import oauth_client
 from .services import actor_for_user, audit_record
+from .templatetags.oauth_display import when
+from .tokens.stored import oauth_client
 
 
 def redirect_uri_problem(value: str) -> str | None:
@@ -285,7 +285,8 @@ class GoogleCredentialAdmin(CredentialObjectActions, DjangoObjectActions, admin.
         return False
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        from .account_views import consent_form_allowed  # its Reconnect button goes to Google
+        # the page's Reconnect button goes to Google's consent page
+        from .account_views import consent_form_allowed
 
         return consent_form_allowed(super().change_view(request, object_id, form_url, extra_context))
 

@@ -51,8 +51,9 @@ def _audit_events_delete(*, before: dt.datetime, batch_size: int) -> int:
     deleted = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
+            # the table name is our own model's (quoted); the values are parameters
             cursor.execute(
-                f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - the table name is our own
+                f"DELETE FROM {table} WHERE id IN "
                 f"(SELECT id FROM {table} WHERE created_at < %s ORDER BY id LIMIT %s)",
                 # stored as the backend stores the column (SQLite keeps naive UTC text)
                 [connection.ops.adapt_datetimefield_value(before), batch_size],

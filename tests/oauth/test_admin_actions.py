@@ -11,8 +11,8 @@ import re
 import pytest
 
 from butlers.celery import app
-from tests.factories import CLIENT_SECRET
 from oauth.models import ActionRun, AuditEvent, GoogleCredential
+from tests.factories import CLIENT_SECRET
 
 # Committed rows: a run's task is sent once its rows are committed (transaction.on_commit).
 pytestmark = pytest.mark.django_db(transaction=True)
