@@ -50,7 +50,7 @@ def risc_receiver(request: HttpRequest) -> HttpResponse:
     if not token:
         return _refused("invalid_request", "malformed: the body is empty.")
     try:
-        result = security_event_receive(token=token)
+        security_event_receive(token=token)
     except SecurityEventRejected as exc:
         return _refused(exc.error, exc.description)
     except SecurityEventUnavailable as exc:

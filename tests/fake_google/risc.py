@@ -150,7 +150,9 @@ class RiscIssuer:
         return self.post(url, self.security_event(event, **kwargs))
 
     # --- the RISC API --------------------------------------------------------------------------------
-    def service_account_file(self, path: str | Path, *, email: str = "risc-admin@fake-project.iam.gserviceaccount.com") -> Path:
+    def service_account_file(
+        self, path: str | Path, *, email: str = "risc-admin@fake-project.iam.gserviceaccount.com"
+    ) -> Path:
         """Write a service-account JSON key the fake's RISC API accepts; returns its path."""
         key = _new_key()
         key_id = secrets.token_hex(8)

@@ -118,7 +118,8 @@ def test_account_disabled_says_why_and_account_enabled_brings_it_back(client, fa
 @pytest.mark.parametrize("event", ["sessions-revoked", "account-credential-change-required"])
 def test_events_that_leave_the_grant_working_are_recorded(client, fake_google, grant, event):
     alice = grant()
-    assert post(client, fake_google.risc.security_event(event, audience=CLIENT_ID, email=alice.email)).status_code == 202
+    token = fake_google.risc.security_event(event, audience=CLIENT_ID, email=alice.email)
+    assert post(client, token).status_code == 202
     alice.refresh_from_db()
     assert alice.state == "connected"
     assert alice.last_security_event == event

@@ -64,7 +64,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Stream status: {result['status'] or 'unknown'}")
         self.stdout.write(f"Events requested: {', '.join(result['events_requested']) or '-'}")
         if result["stream_verified"]:
-            self.stdout.write(f"Verified: yes (last verification event {result['last_verification_at']:%Y-%m-%d %H:%M} UTC)")
+            at = result["last_verification_at"]
+            self.stdout.write(f"Verified: yes (last verification event {at:%Y-%m-%d %H:%M} UTC)")
         else:
             self.stdout.write("Verified: no verification event received yet (run --verify)")
 
