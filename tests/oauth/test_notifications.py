@@ -203,3 +203,15 @@ def test_no_recipient_is_logged_not_crashed(credential_factory, settings, caplog
     _kill(credential_factory(email="alice@example.com"))
     assert notifications_email_send(now=timezone.now(), wait=False) == 1
     assert "OAUTH_NOTIFY_EMAILS" in caplog.text
+
+
+def test_housekeeping_sends_a_digest_whose_queued_task_was_lost(smtp, credential_factory):
+    from oauth.notifications import notifications_housekeeping
+
+    _kill(credential_factory(email="alice@example.com"))
+    Notification.objects.update(occurred_at=timezone.now() - dt.timedelta(minutes=10))
+
+    notifications_housekeeping()  # what beat runs every five minutes
+
+    assert len(smtp.messages) == 1 and "alice@example.com" in smtp.messages[0]["Subject"]
+    assert not Notification.objects.filter(emailed_at__isnull=True).exists()
