@@ -69,6 +69,9 @@ def configure_logging(*, level: str = "INFO", fmt: str = "console") -> None:
             "loggers": {
                 "django.db.backends": {"level": "INFO"},
                 "django_structlog": {"level": level},
+                # django-axes writes its bookkeeping ("Deleted 0 failed login attempts") at INFO on
+                # every login; lockouts and failures are WARNING and still logged
+                "axes": {"level": "WARNING" if level in ("DEBUG", "INFO") else level},
             },
         }
     )
