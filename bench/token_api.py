@@ -11,7 +11,7 @@ way production runs it (``butlers.settings``, DEBUG off, PostgreSQL and Redis) a
 It returns a dict: ``throughput_rps``, ``p50_ms``, ``p99_ms``, ``max_ms``, the settings used, how
 many calls failed, and how many refreshes Google saw (1: every warm call was served without it).
 The per-key rate limit is off (SERVICE_KEY_RATE_LIMIT=0); every call is still authenticated,
-audited and counted, as in production. Run it alone: ``python -m tests.bench.token_api``.
+audited and counted, as in production. Run it alone: ``python -m bench.token_api``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ID = "1234567890-bench.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-bench-client-secret"
 ACCOUNT = "bench@example.com"

@@ -49,6 +49,8 @@ _PATTERNS = [
     (re.compile(r"\bya29\.[A-Za-z0-9._-]+"), REDACTED),
     (re.compile(r"\b1//[A-Za-z0-9._-]+"), REDACTED),
     (re.compile(r"\bGOCSPX-[A-Za-z0-9._-]+"), REDACTED),
+    # this project's service keys (bk_ + 32 random bytes, url-safe)
+    (re.compile(r"\bbk_[A-Za-z0-9_-]{20,}"), REDACTED),
     # Fernet tokens (our own ciphertext is not for logs either)
     (re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}"), REDACTED),
 ]

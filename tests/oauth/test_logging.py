@@ -92,3 +92,11 @@ def test_no_path_leaks_a_token(log_output):
     for secret in SECRETS:
         assert secret not in err
     assert "[redacted]" in err
+
+
+def test_a_service_key_pasted_into_a_log_line_is_masked():
+    from oauth.redaction import redact_text
+
+    key = "bk_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0_-x"
+    assert key not in redact_text(f"calling the broker with {key} failed")
+    assert "[redacted]" in redact_text(f"key={key}")
