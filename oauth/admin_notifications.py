@@ -13,6 +13,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+# oauth.admin imports this module at its end, after ReadOnlyAdmin is defined
+from .admin import ReadOnlyAdmin
 from .models import (
     Notification,
     NotificationEvent,
@@ -30,17 +32,6 @@ from .webhooks import (
 )
 
 _EVENT_CHOICES = [(value, label) for value, label in NotificationEvent.choices if value != "test"]
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(NotificationPreference)
@@ -151,14 +142,14 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(_ReadOnly):
+class NotificationAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "event_type", "account", "old_state", "new_state", "emailed_at"]
     list_filter = ["event_type", "new_state"]
     search_fields = ["account"]
 
 
 @admin.register(SecurityEvent)
-class SecurityEventAdmin(_ReadOnly):
+class SecurityEventAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "event_type", "credential", "outcome", "jti"]
     list_filter = ["event_type", "outcome"]
     search_fields = ["jti", "subject"]
