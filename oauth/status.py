@@ -72,21 +72,21 @@ def remediation(credential: GoogleCredential, *, state: str, missing: list[str])
     if state == CredentialState.MISSING_SCOPE:
         return (
             f"This grant lacks {_short(missing)}. Reconnect the account from the dashboard (/) "
-            "with its card's 'Reconnect' button and leave every permission ticked."
+            "with the button on its card and leave every permission ticked."
         )
     if state == CredentialState.EXPIRED:
         if credential.last_error_code.startswith("risc_") and credential.last_error_detail:
             return credential.last_error_detail  # what Google's security event reported
         if credential.revoked_at is not None:
             return (
-                "This grant was revoked. Reconnect the account from the dashboard (/) with its "
-                "card's 'Reconnect' button to use it again."
+                "This grant was revoked. Reconnect the account from the dashboard (/) with the "
+                "button on its card to use it again."
             )
         if credential.last_error_code == "invalid_grant":
             return expired_remediation(credential)
         return (
             "Google rejected the refresh token (expired, revoked, or unused for six months). "
-            "Reconnect the account from the dashboard (/) with its card's 'Reconnect' button."
+            "Reconnect the account from the dashboard (/) with the button on its card."
         )
     if state == CredentialState.REFRESH_FAILING:
         return (
@@ -102,7 +102,7 @@ def remediation(credential: GoogleCredential, *, state: str, missing: list[str])
         )
     if state == CredentialState.REDIRECT_URI_MISMATCH:
         return _redirect_mismatch_remediation()
-    return "Reconnect the account from the dashboard (/) with its card's 'Reconnect' button."
+    return "Reconnect the account from the dashboard (/) with the button on its card."
 
 
 def _redirect_mismatch_remediation() -> str:
