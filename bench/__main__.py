@@ -31,7 +31,8 @@ from multiprocessing import Pipe, Process
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-N = int(os.environ.get("BENCH_CREDENTIALS", "2000"))
+#: This process's credential count: BENCH_CREDENTIALS, else BENCH_SIZES when it names one size.
+N = int(os.environ.get("BENCH_CREDENTIALS") or os.environ.get("BENCH_SIZES", "2000").split(",")[0])
 LATENCY = float(os.environ.get("BENCH_LATENCY", "0.1"))
 DB_NAME = os.environ.get("BENCH_DATABASE", "bench_butlers")
 PG_BASE = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")

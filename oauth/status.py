@@ -1,8 +1,10 @@
 """The status report behind ``GET /api/oauth/status``, the dashboard and ``manage.py oauth_status``.
 
 It reads stored state only (it never calls Google) in a fixed number of queries whatever the number
-of accounts: the credentials, their granted scopes (one prefetch), the OAuth client, and the last
-consent outcome.
+of accounts. The anonymous payload is one query of the columns it is judged from
+(:func:`_public_rows`); accounts in the same situation share one entry, worded and encoded as JSON
+once (:func:`status_json`), so 3,000 accounts cost a query and a join. The staff payload reads the
+credentials (scopes from each row's metadata), the OAuth client and the last consent outcome.
 
 Shape (DESIGN.md)::
 
@@ -20,10 +22,12 @@ admin, ``/metrics`` and ``oauth_status`` share). With no stored credential, ``go
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 from typing import Any
 
-import json
-
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
@@ -150,67 +154,108 @@ def _account_payload(
     return entry
 
 
-#: Columns the public payload is judged from (everything else is staff-only).
-_PUBLIC_COLUMNS = ("pk", "state", "revoked_at", "scopes")
-#: What a remediation reads, fetched only for the accounts that need one.
-_REMEDIATION_FIELDS = (
-    "pk", "revoked_at", "last_error_code", "last_error_detail", "last_error_at",
-    "consecutive_failures", "consented_at", "refresh_token_issued_at",
-)
-
-
 class _RemediationView:
     """The few fields :func:`remediation` reads, without building a model instance per row."""
 
     testing_grant_days = GoogleCredential.testing_grant_days
 
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.__dict__.update(row)
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
 
 
-def _public_accounts(*, client_configured: bool) -> list[dict[str, Any]]:
-    """The anonymous accounts list: plain rows, no model instances, the state from the one rule
-    (:func:`oauth.models.operator_state`), missing scopes once per distinct scope set, and a
-    second query only for the accounts whose remediation needs their error details."""
-    rows = list(
+#: The columns of :func:`_public_rows`, in order.
+_PUBLIC_COLUMNS = (
+    "state", "revoked", "own_secret", "scopes", "last_error_code", "consecutive_failures",
+    "risc_detail", "issued", "died", "client_saved", "stream_verified",
+)
+
+
+def _public_rows_query():
+    """One query for the whole anonymous payload, the columns it is judged from as tuples. The
+    error details and the dates of the Testing rule come only for the rows whose remediation reads
+    them (a connected account costs a few short columns), and whether an OAuth client is saved and
+    the RISC stream verified ride along as sub-queries PostgreSQL runs once."""
+    from django.db.models import Case, Exists, F, Value, When
+    from django.db.models.functions import Coalesce
+
+    from .models import OAuthClient, SecurityEvent
+
+    expired_by_google = Q(revoked_at__isnull=True, state=CredentialState.EXPIRED)
+    died_of_invalid_grant = expired_by_google & Q(last_error_code="invalid_grant")
+    return (
         GoogleCredential.objects.primary_first()
         .annotate(
             scopes=KT("credentials__scopes"),
+            revoked=ExpressionWrapper(Q(revoked_at__isnull=False), output_field=BooleanField()),
             own_secret=ExpressionWrapper(Q(client_secret__isnull=False), output_field=BooleanField()),
+            risc_detail=Case(
+                When(expired_by_google & Q(last_error_code__startswith="risc_"),
+                     then=F("last_error_detail")),
+                default=Value(""),
+            ),
+            issued=Case(When(died_of_invalid_grant,
+                             then=Coalesce("refresh_token_issued_at", "consented_at"))),
+            died=Case(When(died_of_invalid_grant, then=F("last_error_at"))),
+            client_saved=Exists(OAuthClient.objects.filter(key="google").exclude(client_id="")),
+            stream_verified=Exists(SecurityEvent.objects.filter(event_type="verification")),
         )
-        .values(*_PUBLIC_COLUMNS, "own_secret")
+        .values_list(*_PUBLIC_COLUMNS)
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _public_rows_sql() -> tuple[str, tuple]:
+    # The query has no variable part: it is compiled once per process, not per request.
+    return _public_rows_query().query.sql_with_params()
+
+
+def _public_rows() -> list[tuple]:
+    sql, params = _public_rows_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
+    """The anonymous accounts list as (entry, its JSON) pairs, in the order of the payload.
+
+    Accounts share a handful of situations (a state, a scope set, an error): each distinct one is
+    judged (:func:`oauth.models.operator_state`, the one rule), worded and encoded once, and every
+    account in it gets the same entry; what is left per account is a dictionary lookup.
+    """
     required = tuple(oauth_settings.OAUTH_REQUIRED_SCOPES)
-    parsed: dict[str | None, list[str]] = {}
-    entries, problems = [], {}
+    client_from_settings = bool(oauth_settings.GOOGLE_OAUTH_CLIENT_ID)
+    known: dict[tuple, tuple[dict[str, Any], str]] = {}
+    entries = []
+    rows = _public_rows()
     for row in rows:
-        raw = row["scopes"]
-        if raw not in parsed:
-            parsed[raw] = sorted(json.loads(raw)) if raw else []
-        granted = parsed[raw]
-        missing = scope_catalogue.missing_scopes(granted=granted, required=required)
-        state = operator_state(
-            stored=row["state"], revoked=row["revoked_at"] is not None,
-            own_client_secret=row["own_secret"], client_configured=client_configured,
-            lacks_required_scope=bool(missing),
-        )
-        entry = {"state": state, "connected": state == CredentialState.CONNECTED,
-                 "scopes_granted": granted, "missing_scopes": missing}
-        if state != CredentialState.CONNECTED:
-            problems[row["pk"]] = entry
-        entries.append(entry)
-    if problems:
-        wanted = GoogleCredential.objects.all()
-        if len(problems) <= 200:  # a long IN list costs more to send than the rows it spares
-            wanted = wanted.filter(pk__in=problems)
-        for row in wanted.values(*_REMEDIATION_FIELDS):
-            entry = problems.get(row["pk"])
-            if entry is None:
-                continue
-            entry["remediation"] = remediation(
-                _RemediationView(row), state=entry["state"], missing=entry["missing_scopes"]
+        found = known.get(row)
+        if found is None:
+            found = known[row] = _public_entry(
+                row, required=required, client_configured=client_from_settings or row[9]
             )
-    return entries
+        entries.append(found)
+    return entries, bool(rows[0][10]) if rows else None
+
+
+def _public_entry(row: tuple, *, required: tuple[str, ...], client_configured: bool):
+    stored, revoked, own_secret, raw_scopes, code, failures, risc_detail, issued, died = row[:9]
+    granted = sorted(json.loads(raw_scopes)) if raw_scopes else []
+    missing = scope_catalogue.missing_scopes(granted=granted, required=required)
+    state = operator_state(
+        stored=stored, revoked=revoked, own_client_secret=own_secret,
+        client_configured=client_configured, lacks_required_scope=bool(missing),
+    )
+    entry: dict[str, Any] = {"state": state, "connected": state == CredentialState.CONNECTED,
+                             "scopes_granted": granted, "missing_scopes": missing}
+    if state != CredentialState.CONNECTED:
+        view = _RemediationView(
+            revoked_at=revoked or None, last_error_code=code or "",
+            last_error_detail=risc_detail, consecutive_failures=failures,
+            refresh_token_issued_at=issued, consented_at=None, last_error_at=died,
+        )
+        entry["remediation"] = remediation(view, state=state, missing=missing)
+    return entry, json.dumps(entry)
 
 
 def _unconfigured_payload(*, client: ClientConfig | None) -> dict[str, Any]:
@@ -260,11 +305,28 @@ def status_payload(*, include_private: bool) -> dict[str, Any]:
             for c, state in credential_states()
         ]
     else:
-        accounts = _public_accounts(client_configured=client is not None)
+        accounts = [dict(entry) for entry, _ in _public_entries()[0]]
     # The primary comes first; without a 'google' row the earliest account stands in for it,
     # as it does for the token service.
     primary = accounts[0] if accounts else _unconfigured_payload(client=client)
     return {"google": primary, "accounts": accounts, "risc": _risc_payload(include_private)}
+
+
+def status_json(*, include_private: bool) -> str:
+    """:func:`status_payload` encoded as JSON, the body of ``GET /api/oauth/status``.
+
+    The anonymous body is joined from the entries' JSON encoded once per distinct situation
+    (:func:`_public_entries`): thousands of accounts cost a join, not thousands of encodings.
+    """
+    if include_private:
+        return json.dumps(status_payload(include_private=True), cls=DjangoJSONEncoder)
+    entries, stream_verified = _public_entries()
+    if not entries:
+        return json.dumps(status_payload(include_private=False))
+    return (
+        f'{{"google": {entries[0][1]}, "accounts": [{", ".join(encoded for _, encoded in entries)}], '
+        f'"risc": {json.dumps({"stream_verified": stream_verified})}}}'
+    )
 
 
 def _risc_payload(include_private: bool) -> dict[str, Any]:

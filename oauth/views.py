@@ -28,7 +28,7 @@ from .app_settings import oauth_settings
 from .consent import consent_complete, consent_start, new_session_binding
 from .exceptions import ConsentRateLimited, ConsentStorageFailed, NotConfigured, OAuthError
 from .selectors import oauth_client_get_or_none
-from .status import status_payload
+from .status import status_json
 
 logger = logging.getLogger("oauth.views")
 
@@ -148,7 +148,9 @@ def oauth_status(request: HttpRequest) -> JsonResponse:
     With the database down it answers 503 JSON (its reason and where to look), never a 500 page.
     """
     try:
-        return JsonResponse(status_payload(include_private=_is_staff(request)))
+        return HttpResponse(
+            status_json(include_private=_is_staff(request)), content_type="application/json"
+        )
     except DatabaseError as exc:
         logger.error("Status could not read the database: %s", type(exc).__name__)
         return JsonResponse(
