@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -258,22 +259,23 @@ def _deployed_env(fake: FakeGoogleProcess, extra: dict | None = None) -> dict:
     return env
 
 
+def _supervisor_setting(name: str, fallback: str) -> str:
+    """A worker option as ``make run`` passes it (scripts/supervise.py), or the environment's."""
+    text = (ROOT / "scripts" / "supervise.py").read_text()
+    found = re.search(rf"env\.get\(['\"]{name}['\"],\s*['\"]([^'\"]+)['\"]\)", text)
+    return os.environ.get(name) or (found.group(1) if found else fallback)
+
+
 def _run_sh_prefetch() -> str:
-    text = (ROOT / "scripts" / "run.sh").read_text()
-    found = re.search(r'WORKER_PREFETCH="\$\{CELERY_WORKER_PREFETCH_MULTIPLIER:-([^}]+)\}"', text)
-    return os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", found.group(1) if found else "1")
+    return _supervisor_setting("CELERY_WORKER_PREFETCH_MULTIPLIER", "1")
 
 
 def _run_sh_worker_settings() -> tuple[str, str, int]:
-    text = (ROOT / "scripts" / "run.sh").read_text()
-    processes = os.environ.get("CELERY_WORKER_PROCESSES") or (
-        str(os.cpu_count() or 2) if "CELERY_WORKER_PROCESSES:-$(nproc" in text else "1"
-    )
-    pool = re.search(r'WORKER_POOL="\$\{CELERY_WORKER_POOL:-([^}]+)\}"', text)
-    concurrency = re.search(r'WORKER_CONCURRENCY="\$\{CELERY_WORKER_CONCURRENCY:-([^}]+)\}"', text)
+    """Pool, concurrency and worker processes of ``make run`` (one worker per CPU by default)."""
+    processes = os.environ.get("CELERY_WORKER_PROCESSES") or str(os.cpu_count() or 2)
     return (
-        os.environ.get("CELERY_WORKER_POOL", pool.group(1) if pool else "threads"),
-        os.environ.get("CELERY_WORKER_CONCURRENCY", concurrency.group(1) if concurrency else "32"),
+        _supervisor_setting("CELERY_WORKER_POOL", "threads"),
+        _supervisor_setting("CELERY_WORKER_CONCURRENCY", "32"),
         int(processes),
     )
 
@@ -617,15 +619,47 @@ STATUS_SIZES = [int(x) for x in os.environ.get("BENCH_STATUS_ACCOUNTS", "300,300
 STATUS_CALLS = 60
 
 
+#: Calls of the staff dashboard timed at each size (a page of 100 cards is heavier than a probe).
+DASHBOARD_CALLS = 10
+
+
+def _staff_session_cookie() -> str:
+    """A ``sessionid`` cookie of a staff user, as after logging in (sessions are in the database,
+    which gunicorn shares with this process, and both sign with the same SECRET_KEY)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-operator", defaults={"is_staff": True, "is_superuser": True}
+    )
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def _collect_static(fake: FakeGoogleProcess, static_root: str) -> None:
+    """``collectstatic`` into ``static_root``, as ``make run`` does before it starts gunicorn: the
+    dashboard's pages name their static files from its manifest (without one they answer 500)."""
+    subprocess.run(  # noqa: S603
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT,
+        env=_deployed_env(fake, {"STATIC_ROOT": static_root}), check=True,
+    )
+
+
 def bench_status(fake: FakeGoogleProcess) -> None:
-    """``GET /api/oauth/status`` (anonymous) against ``GET /api/health`` under gunicorn, with the
+    """``GET /api/oauth/status`` (anonymous) against ``GET /api/health`` under gunicorn, and the
+    dashboard ``GET /`` as a staff user (its first page: the problems, 100 cards), with the
     stored accounts grown to each of STATUS_SIZES (extra rows are copies; nothing calls Google)."""
     import socket
     import urllib.request
 
     from oauth.models import GoogleCredential
 
-    log("\n== status under gunicorn (anonymous, median of %d calls)" % STATUS_CALLS)
+    log("\n== status under gunicorn (anonymous, median of %d calls; the staff dashboard, median "
+        "of %d)" % (STATUS_CALLS, DASHBOARD_CALLS))
+    staff = {"Cookie": _staff_session_cookie(), "Accept": "text/html"}
+    static_root = tempfile.mkdtemp(prefix="bench-static-")
+    _collect_static(fake, static_root)
     for size in STATUS_SIZES:
         have = GoogleCredential.objects.count()
         if have < size:
@@ -641,7 +675,8 @@ def bench_status(fake: FakeGoogleProcess) -> None:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         env = _deployed_env(fake, {"GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2",
-                                   "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1"})
+                                   "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1",
+                                   "STATIC_ROOT": static_root})
         web = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-c", "butlers/gunicorn.conf.py",
              "butlers.wsgi:application"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -668,9 +703,23 @@ def bench_status(fake: FakeGoogleProcess) -> None:
             ratio = timings["/api/oauth/status"] / timings["/api/health"]
             log(f"{size:5d} accounts: /api/health {timings['/api/health']:.1f} ms, /api/oauth/status "
                 f"{timings['/api/oauth/status']:.1f} ms ({ratio:.1f}x health)")
+            dashboard = urllib.request.Request(base + "/", headers=staff)
+            for _ in range(3):  # warm both workers
+                page = urllib.request.urlopen(dashboard, timeout=30).read().decode()
+            # a lost session would be answered by the login page, after a redirect
+            assert 'id="live"' in page, "the staff session was not accepted"
+            samples = []
+            for _ in range(DASHBOARD_CALLS):
+                t0 = time.perf_counter()
+                urllib.request.urlopen(dashboard, timeout=30).read()
+                samples.append((time.perf_counter() - t0) * 1000)
+            cards = page.count('class="card account"')
+            log(f"{size:5d} accounts: dashboard (staff, page 1, {cards} cards) "
+                f"{statistics.median(samples):.0f} ms")
         finally:
             web.terminate()
             web.wait(20)
+    shutil.rmtree(static_root, ignore_errors=True)
 
 
 def _loadavg() -> str:

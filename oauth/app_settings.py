@@ -7,6 +7,8 @@ same name), so tests override it with pytest-django's ``settings`` fixture. An u
 """
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 from typing import Any
 
@@ -198,6 +200,13 @@ def validate_endpoint_url(name: str, value: str) -> str:
     raise refused
 
 
+@functools.lru_cache(maxsize=64)
+def _validated_endpoint_url(name: str, value: str) -> str:
+    # Read on every refresh and probe: each distinct value is checked once (a refused one raises
+    # every time, as exceptions are not cached).
+    return validate_endpoint_url(name, value)
+
+
 class OAuthSettings:
     """Attribute access to the app's settings with defaults; unknown names raise."""
 
@@ -206,7 +215,7 @@ class OAuthSettings:
             raise AttributeError(f"Unknown OAuth setting: {name}")
         value = getattr(settings, name, DEFAULTS[name][0])
         if name in _URL_SETTINGS:
-            value = validate_endpoint_url(name, value)
+            value = _validated_endpoint_url(name, value)
         return value
 
     @property

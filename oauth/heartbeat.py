@@ -17,6 +17,7 @@ executors run a sweep of them:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 
 import structlog
@@ -28,6 +29,7 @@ from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired
 from .google.probes import credential_probe
 from .models import AuditAction, CredentialState, GoogleCredential, HeartbeatRun
 from .services import audit_record
+from .statements import audit_batch, audit_batch_current
 from .tokens import credential_refresh_row
 
 logger = structlog.get_logger("oauth.heartbeat")
@@ -71,7 +73,16 @@ def credential_heartbeat(
 
     Raises :class:`TransientGoogleError` when Google failed transiently (after the in-call
     retries), so a Celery task can retry later; the credential's bookkeeping is already stored.
+
+    The refresh's own write is committed under the row lock as soon as Google answers; its audit
+    event, the probe time and the probe's event follow in one round trip at the end
+    (:func:`oauth.statements.audit_batch`), also when the probe raised.
     """
+    with audit_batch():
+        return _heartbeat(credential_id=credential_id, actor=actor, not_before=not_before)
+
+
+def _heartbeat(*, credential_id: int, actor: str, not_before: dt.datetime | None) -> str:
     try:
         credential, token = credential_refresh_row(
             credential_id=credential_id, actor=actor, since=not_before, cache_token=False
@@ -106,8 +117,8 @@ def probe_results_store(
     outcome = MISSING_SCOPE if MISSING_SCOPE in results.values() else ("ok" if all_ok else "error")
     row = credential
     if outcome == "ok" and credential.state != CredentialState.MISSING_SCOPE or outcome == "error":
-        # Nothing to decide about the state: one UPDATE, no lock.
-        GoogleCredential.objects.filter(pk=credential.pk).update(last_probed_at=now)
+        # Nothing to decide about the state: one UPDATE, no lock (with the audit event in a batch).
+        probe_time_store(credential_id=credential.pk, now=now)
         row.last_probed_at = now
     else:
         with transaction.atomic():
@@ -117,6 +128,25 @@ def probe_results_store(
         action=AuditAction.PROBED, actor=actor, credential=row, outcome=outcome, detail=results
     )
     return row
+
+
+def probe_time_store(*, credential_id: int, now: dt.datetime) -> None:
+    """Record when the credential was last probed (sent with the audit batch when there is one)."""
+    batch = audit_batch_current()
+    if batch is None:
+        GoogleCredential.objects.filter(pk=credential_id).update(last_probed_at=now)
+        return
+    batch.also(_probe_time_sql(), [now, credential_id])
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_time_sql() -> str:
+    quote = connection.ops.quote_name
+    return (
+        f"UPDATE {quote(GoogleCredential._meta.db_table)} SET "
+        f"{quote(GoogleCredential._meta.get_field('last_probed_at').column)} = %s "
+        f"WHERE {quote(GoogleCredential._meta.pk.column)} = %s"
+    )
 
 
 def transient_outcome(*, credential_id: int) -> str:

@@ -56,8 +56,16 @@ _PATTERNS = [
 ]
 
 
+#: What every pattern above needs somewhere in the text (a superset: matched without case): text
+#: without any of these has nothing to mask, and most logged values (states, keys, emails, counts)
+#: are such text. One search instead of eight substitutions per value of every log line.
+_MAYBE_SECRET = re.compile(r"(?i)=|[\"']|bearer|ya29\.|1//|gocspx-|bk_|gaaaaa")
+
+
 def redact_text(text: str) -> str:
     """Mask every secret-looking fragment of ``text``."""
+    if not _MAYBE_SECRET.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

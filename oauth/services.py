@@ -9,6 +9,7 @@ from typing import Any
 
 from .models import AuditEvent, GoogleCredential
 from .redaction import redact_event
+from .statements import audit_batch_current
 
 
 def actor_for_user(user) -> str:
@@ -26,17 +27,22 @@ def audit_record(
     outcome: str = "",
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event; ``detail`` is redacted before it is stored."""
-    clean = redact_event(None, "", dict(detail or {}))
-    return AuditEvent.objects.create(
+    """Append one event; ``detail`` is redacted before it is stored. Inside
+    :func:`oauth.statements.audit_batch` the event is written with the others when it ends."""
+    event = AuditEvent(
         action=action,
         actor=actor,
         credential=credential,
         credential_key=credential.credential_key if credential else "",
         account=credential.email if credential else "",
         outcome=outcome,
-        detail=clean,
+        detail=redact_event(None, "", dict(detail or {})),
     )
+    batch = audit_batch_current()
+    if batch is not None:
+        return batch.add(event)
+    event.save(force_insert=True)
+    return event
 
 
 def credential_set_scopes(*, credential: GoogleCredential, scopes) -> list[str]:

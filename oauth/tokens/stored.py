@@ -44,6 +44,7 @@ from ..models import CredentialState, GoogleCredential, OAuthClient
 from ..scopes import normalize_scopes
 from ..selectors import credential_client, oauth_client_get_or_none
 from ..services import credential_set_scopes
+from ..statements import row_locked, row_store
 from . import cache, outcomes
 from .base import AccessToken, duration_ms, logger, margin, now_, with_retries
 
@@ -193,10 +194,33 @@ _pending_lock = threading.Lock()
 ROTATION_WRITE_ATTEMPTS = 8
 
 
+#: Set (never cleared but by a cache flush) once any process had to keep a rotated token: until
+#: then a refresh need not look for one in the cache. Read at most once a RECOVERY_INDEX_SECONDS
+#: per process (a sweep refreshes thousands of credentials; the lookup was one more round trip
+#: each). A process keeping a token sets it before its retries, which last half a minute.
+_RECOVERY_INDEX = _RECOVERY_PREFIX + "any"
+RECOVERY_INDEX_SECONDS = 1.0
+_recovery_index_memo: list = [0.0, True]
+
+
+def _recovery_possible() -> bool:
+    checked_at, possible = _recovery_index_memo
+    if possible is False and time.monotonic() - checked_at < RECOVERY_INDEX_SECONDS:
+        return False
+    try:
+        possible = django_cache.get(_RECOVERY_INDEX) is not None
+    except Exception as exc:  # noqa: BLE001 - look, as before the index existed
+        cache.failed(exc)
+        return True
+    _recovery_index_memo[:] = [time.monotonic(), possible]
+    return possible
+
+
 def _recovery_keep(credential_id: int, ciphertext: str, issued_at: dt.datetime) -> None:
     with _pending_lock:
         _pending_rotations[credential_id] = (ciphertext, issued_at)
     try:
+        django_cache.set(_RECOVERY_INDEX, True, timeout=None)
         django_cache.set(_RECOVERY_PREFIX + str(credential_id), (ciphertext, issued_at), timeout=None)
     except Exception as exc:  # noqa: BLE001 - the in-process copy still holds it
         cache.failed(exc)
@@ -207,6 +231,8 @@ def _recovery_get(credential_id: int) -> tuple[str, dt.datetime] | None:
         pending = _pending_rotations.get(credential_id)
     if pending is not None:
         return pending
+    if not _recovery_possible():
+        return None
     try:
         found = django_cache.get(_RECOVERY_PREFIX + str(credential_id))
     except Exception as exc:  # noqa: BLE001
@@ -302,7 +328,7 @@ def _attempt(
     rotation_failed: tuple[RefreshResult, dt.datetime, str] | None = None
     try:
         with transaction.atomic():
-            row = GoogleCredential.objects.select_for_update(of=("self",)).get(pk=credential_id)
+            row = row_locked(GoogleCredential, credential_id)
             try:
                 raise_if_dead(row)
             except ReconsentRequired as exc:
@@ -343,7 +369,7 @@ def _attempt(
             if result.refresh_token:
                 rotation_failed = (result, done, row.credential_key)
             # The first statement after Google's answer stores it; the commit follows at once.
-            row.save(update_fields=row.record_refresh_success(
+            row_store(row, row.record_refresh_success(
                 now=done, access_token=result.access_token, expires_at=result.expires_at(now=done),
                 refresh_token=result.refresh_token,
             ))

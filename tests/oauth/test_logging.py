@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import structlog
 
 from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
@@ -100,3 +102,26 @@ def test_a_service_key_pasted_into_a_log_line_is_masked():
     key = "bk_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0_-x"
     assert key not in redact_text(f"calling the broker with {key} failed")
     assert "[redacted]" in redact_text(f"key={key}")
+
+
+_SECRET_SHAPES = [
+    "ya29.a0AfH6SMBx-secret_access", "1//0gSecretRefreshToken-x", "GOCSPX-clientSecret_1",
+    "bk_" + "A" * 43, "gAAAAABlZ" + "x" * 40, "Bearer abc.def", "code=4/0Aabc", "state=xyz",
+    '"refresh_token": "r-123"', "'client_secret':'s'", "access_token=tok&x=1",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.text(max_size=40), after=st.text(max_size=40),
+    shape=st.sampled_from(_SECRET_SHAPES + [""]),
+)
+def test_the_quick_screen_of_redaction_never_lets_a_secret_through(before, after, shape):
+    """Text the screen lets pass unchanged is text the full set of patterns would not change."""
+    from oauth.redaction import _PATTERNS, redact_text
+
+    text = before + shape + after
+    every_pattern = text
+    for pattern, replacement in _PATTERNS:
+        every_pattern = pattern.sub(replacement, every_pattern)
+    assert redact_text(text) == every_pattern

@@ -221,18 +221,19 @@ def test_finding_05_a_rotated_refresh_token_survives_a_failed_write(
     credential = credential_factory(email="alice@example.com", refresh_token=first, expires_in=60)
     monkeypatch.setattr(stored, "ROTATION_WRITE_ATTEMPTS", 3)
     monkeypatch.setattr(stored.time, "sleep", lambda s: None)
-    original_save = GoogleCredential.save
+    original_store = stored.row_store
     failures = {"left": 1}
 
-    def save_failing_once(self, *args, **kwargs):
-        if "refresh_token" in (kwargs.get("update_fields") or []) and failures["left"]:
+    def store_failing_once(row, fields):  # the refresh's own write (one plain UPDATE)
+        if "refresh_token" in fields and failures["left"]:
             failures["left"] -= 1
             raise OperationalError("server closed the connection unexpectedly")
-        return original_save(self, *args, **kwargs)
+        return original_store(row, fields)
 
-    monkeypatch.setattr(GoogleCredential, "save", save_failing_once)
+    monkeypatch.setattr(stored, "row_store", store_failing_once)
 
     token = access_token_get(actor="process:test")
+    assert failures["left"] == 0  # the write did fail once
 
     row = GoogleCredential.objects.get(pk=credential.pk)
     rotated = row.refresh_token.reveal()
@@ -262,12 +263,21 @@ def test_finding_05_a_rotated_token_that_could_not_be_written_is_used_by_the_nex
             raise OperationalError("the database is down")
         return original_save(self, *args, **kwargs)
 
+    original_store = stored.row_store
+
+    def store_failing(row, fields):  # the refresh's own write (one plain UPDATE)
+        if "refresh_token" in fields:
+            raise OperationalError("the database is down")
+        return original_store(row, fields)
+
     monkeypatch.setattr(GoogleCredential, "save", save_failing)
+    monkeypatch.setattr(stored, "row_store", store_failing)
     token = access_token_get(actor="process:test")  # Google rotated; every write of it failed
     assert fake_google.access_tokens[token.value].email == "alice@example.com"  # still served
     assert GoogleCredential.objects.get(pk=credential.pk).refresh_token.reveal() == first
 
     monkeypatch.setattr(GoogleCredential, "save", original_save)  # the database is back
+    monkeypatch.setattr(stored, "row_store", original_store)
     access_token_get(actor="process:test", force_refresh=True)
 
     row = GoogleCredential.objects.get(pk=credential.pk)

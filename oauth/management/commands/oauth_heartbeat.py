@@ -5,6 +5,7 @@ with at most ``--concurrency`` (OAUTH_HEARTBEAT_CONCURRENCY) refreshes in flight
 """
 from __future__ import annotations
 
+from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
@@ -13,6 +14,9 @@ from oauth.sweep import heartbeat_sweep_run
 
 
 class Command(BaseCommand):
+    #: The checks about secrets and endpoints; not the URL and admin checks, which import every
+    #: view (a third of a second of start-up, for a command that serves no page).
+    requires_system_checks = [checks.Tags.security]
     help = (
         "Refresh (for real) and probe the credentials due for a heartbeat now; --all: every "
         "credential; --account: that one. Prints how many ended in each state."
