@@ -233,11 +233,13 @@ def google_callback(request: HttpRequest) -> HttpResponse:
 
 
 # --- dashboard --------------------------------------------------------------------------------
-def _dashboard_context(*, error: dict | None = None) -> dict:
+def _dashboard_context(
+    *, error: dict | None = None, page: str | None = None, state: str | None = None
+) -> dict:
     from .account_views import live_context  # accounts (with their actions) and action runs
 
     return {
-        **live_context(),
+        **live_context(page=page, state=state),
         "client": oauth_client_get_or_none(),
         "error": error,
         "required_scopes": scope_catalogue.normalize_scopes(oauth_settings.OAUTH_REQUIRED_SCOPES),
@@ -247,7 +249,9 @@ def _dashboard_context(*, error: dict | None = None) -> dict:
 @staff_member_required
 @never_cache
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """``/``: every account, its state, scopes and remediation, and the connect button."""
-    from .account_views import consent_form_allowed  # its Reconnect buttons go to Google
+    """``/``: every account, its state, scopes and remediation, and the connect button; above 100
+    accounts problems first, in pages (``?page=2``), filtered by ``?state=expired``."""
+    from .account_views import consent_form_allowed, listing_query  # Reconnect goes to Google
 
-    return consent_form_allowed(render(request, "oauth/dashboard.html", _dashboard_context()))
+    context = _dashboard_context(**listing_query(request))
+    return consent_form_allowed(render(request, "oauth/dashboard.html", context))

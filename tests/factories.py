@@ -73,3 +73,39 @@ def credential_create(
     )
     credential_set_scopes(credential=credential, scopes=scopes)
     return credential
+
+
+def credentials_bulk_create(
+    *,
+    count: int,
+    prefix: str,
+    scopes: tuple[str, ...] = DEFAULT_SCOPES,
+    state: str = "connected",
+    **fields,
+):
+    """``count`` stored credentials in one INSERT (``<prefix><n>@example.com``), for tests of many
+    accounts. Their scopes are listed in the metadata only (the M2M stays empty: what every reader
+    consults first); none of them is the primary."""
+    from django.utils import timezone
+
+    from oauth import scopes as scope_catalogue
+    from oauth.models import GoogleCredential
+
+    now = timezone.now()
+    uris = scope_catalogue.normalize_scopes(scopes)
+    rows = []
+    for n in range(count):
+        email = f"{prefix}{n:04d}@example.com"
+        rows.append(
+            GoogleCredential(
+                credential_key=f"google:{email}",
+                email=email,
+                credentials={"client_id": CLIENT_ID, "email": email, "scopes": uris},
+                refresh_token=REFRESH_TOKEN,
+                state=state,
+                consented_at=now,
+                refresh_token_issued_at=now,
+                **fields,
+            )
+        )
+    return GoogleCredential.objects.bulk_create(rows)

@@ -418,3 +418,45 @@ def test_empty_dashboard_and_404_page(operator_page, live_server, google):
     expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
     expect(page.get_by_role("main").get_by_role("link", name="the dashboard")).to_be_visible()
     assert page.locator("header.topbar").evaluate("e => getComputedStyle(e).display") == "flex"
+
+
+# --- many accounts --------------------------------------------------------------------------------
+def test_a_page_of_many_accounts_stays_on_its_page_while_it_polls(
+    operator_page, live_server, oauth_client_factory, screenshots
+):
+    from tests.factories import credentials_bulk_create
+
+    page = operator_page
+    oauth_client_factory()
+    credentials_bulk_create(count=160, prefix="fine")
+    credentials_bulk_create(count=40, prefix="dead", state="expired")
+    credentials_bulk_create(count=50, prefix="partial", scopes=("openid", "email", "gmail.modify"))
+
+    page.goto(f"{live_server.url}/")
+    summary = page.locator("#account-summary")
+    expect(summary).to_have_text(
+        "250 accounts: 160 connected, 40 expired or revoked, 50 missing scope"
+    )
+    expect(page.locator("section.account")).to_have_count(100)
+    expect(page.locator("section.account").first).to_have_attribute("data-state", "expired")
+    page.screenshot(path=str(screenshots / "dashboard-many.png"))
+
+    page.get_by_role("link", name="Next →").first.click()
+    expect(page).to_have_url(f"{live_server.url}/?page=2")
+    expect(page.locator(".pages .range").first).to_have_text("Accounts 101–200 of 250")
+    last_used = _card(page, "fine0100@example.com").locator("dt:text-is('Last used') + dd")
+    expect(last_used).to_have_text("never")
+    page.evaluate("window.__sameDocument = true")
+
+    # a change made elsewhere shows on this page at the next poll: it polled page 2, not page 1
+    GoogleCredential.objects.filter(email="fine0100@example.com").update(
+        last_used_at=GoogleCredential.objects.get(email="fine0100@example.com").created_at
+    )
+    expect(last_used).to_contain_text("UTC", timeout=WAIT_MS)
+    expect(page.locator("section.account")).to_have_count(100)
+    assert page.evaluate("window.__sameDocument === true")
+
+    summary.get_by_role("link", name="40 expired or revoked").click()
+    expect(page).to_have_url(f"{live_server.url}/?state=expired")
+    expect(page.locator('section.account[data-state="expired"]')).to_have_count(40)
+    expect(page.locator("section.account")).to_have_count(40)

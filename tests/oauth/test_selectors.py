@@ -124,3 +124,31 @@ def test_no_client_anywhere_is_not_configured(settings):
     settings.GOOGLE_OAUTH_CLIENT_ID = ""
     with pytest.raises(NotConfigured, match="GOOGLE_OAUTH_CLIENT_ID"):
         oauth_client_get()
+
+
+def test_standings_judge_each_account_as_the_full_rows_do(credential_factory, settings):
+    """The dashboard's light reading agrees with credential_states, a row whose metadata lists no
+    scopes included (its M2M is read instead)."""
+    from django.utils import timezone
+
+    from oauth.models import GoogleCredential
+    from oauth.selectors import credential_standings, credential_states
+
+    settings.GOOGLE_OAUTH_CLIENT_ID = CLIENT_ID
+    settings.GOOGLE_OAUTH_CLIENT_SECRET = CLIENT_SECRET
+    credential_factory(email="fine@example.com")
+    credential_factory(email="partial@example.com", scopes=("openid", "email", "gmail.modify"))
+    credential_factory(email="revoked@example.com", revoked_at=timezone.now())
+    credential_factory(email="failing@example.com", state="refresh_failing", last_error_code="x")
+    legacy = credential_factory(email="legacy@example.com")  # every scope, in the M2M alone
+    GoogleCredential.objects.filter(pk=legacy.pk).update(credentials={"client_id": CLIENT_ID})
+
+    standings = credential_standings()
+
+    expected = [(c.pk, state, c.last_error_code) for c, state in credential_states()]
+    assert [(s.pk, s.state, s.last_error_code) for s in standings] == expected
+    assert [s.state for s in standings] == [
+        "connected", "missing_scope", "expired", "refresh_failing", "connected"]
+    assert [s.scopes_recorded for s in standings] == [True, True, True, True, False]
+    settings.GOOGLE_OAUTH_CLIENT_ID = ""
+    assert {s.state for s in credential_standings()} == {"misconfigured", "expired"}
