@@ -388,6 +388,34 @@ def _child_cpu_baseline() -> None:
     _CHILD_CPU["before"] = ru.ru_utime + ru.ru_stime
 
 
+class _SweepStart:
+    """The CPU a sweep process spent starting (imports, Django, checks) before its sweep began:
+    read from /proc the moment its HeartbeatRun row appears (before any fork)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.cpu, self._done = pid, None, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{PG_BASE}/{DB_NAME}", autocommit=True) as conn:
+            while not self._done.is_set():
+                cpu = _proc_cpu(self.pid)
+                if conn.execute("SELECT 1 FROM oauth_heartbeatrun LIMIT 1").fetchone():
+                    self.cpu = cpu
+                    return
+                self._done.wait(0.005)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.cpu or 0.0
+
+
 def bench_floor_sweep(fake: FakeGoogleProcess) -> dict:
     """The floor (bench/floor.py) in its own process, against the same fake and database."""
     import resource
@@ -411,7 +439,8 @@ def bench_floor_sweep(fake: FakeGoogleProcess) -> dict:
     result = json.loads(out.strip().splitlines()[-1])
     stats = fake.ask("stats")
     return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": peak_rss,
-            "refreshes": stats["refreshes"], "ok": result["ok"] == N}
+            "refreshes": stats["refreshes"], "ok": result["ok"] == N,
+            "sweep_wall": result["wall_s"], "sweep_cpu": result["sweep_cpu_s"]}
 
 
 def bench_command_sweep(fake: FakeGoogleProcess) -> dict:
@@ -428,6 +457,7 @@ def bench_command_sweep(fake: FakeGoogleProcess) -> dict:
     )
     sampler = PeakRss([child.pid])
     recorders = [_pyspy(child.pid, "command")]
+    start_cpu = _SweepStart(child.pid)
     out, _ = child.communicate()
     _pyspy_stop(recorders)
     wall = time.perf_counter() - started
@@ -447,8 +477,13 @@ def bench_command_sweep(fake: FakeGoogleProcess) -> dict:
             rss_mb=peak_rss, stats=stats, fake_cpu=stats["cpu_s"] - fake_cpu0, machine=machine,
             services=services, extra=f"command output         {summary} (exit {child.returncode})",
         )
+    from oauth.models import HeartbeatRun
+
+    run = HeartbeatRun.objects.filter(trigger="command").order_by("-started_at").first()
     return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": peak_rss,
-            "refreshes": stats["refreshes"], "ok": child.returncode == 0}
+            "refreshes": stats["refreshes"], "ok": child.returncode == 0,
+            "sweep_wall": (run.finished_at - run.started_at).total_seconds(),
+            "sweep_cpu": cpu - start_cpu.stop(), "start_cpu": start_cpu.cpu}
 
 
 def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
@@ -495,7 +530,7 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
         recorders = [_pyspy(w.pid, f"worker{i}") for i, w in enumerate(workers)]
         heartbeat_sweep.apply_async(kwargs={"trigger": "bench"})
         run = None
-        while time.perf_counter() - started < 600:
+        while time.perf_counter() - started < 600:  # (workers start before: CPU is the sweep's)
             run = HeartbeatRun.objects.filter(trigger="bench").first()
             if run is not None and run.finished_at is not None:
                 break
@@ -520,7 +555,7 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
                 f"run outcomes           {run.outcomes if run else 'unfinished'}",
             )
         return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": rss,
-                "refreshes": stats["refreshes"],
+                "refreshes": stats["refreshes"], "sweep_wall": wall, "sweep_cpu": cpu,
                 "ok": bool(run and run.finished_at and run.outcomes.get("connected") == N)}
     finally:
         for worker in workers:
@@ -727,21 +762,34 @@ def _loadavg() -> str:
 
 
 def _table(results: dict[str, list[dict]], loads: list[tuple[str, str]]) -> None:
-    floor = statistics.median(r["wall"] for r in results["floor"])
-    floor_cpu = statistics.median(r["cpu"] for r in results["floor"]) / N * 1000
+    log("  oauth_heartbeat's start-up CPU before its sweep, s: " + ", ".join(f"{r.get('start_cpu') or 0:.2f}" for r in results.get('command', [])))
+
+    def median(runs, key, per_credential=False):
+        value = statistics.median(r[key] for r in runs)
+        return value / N * 1000 if per_credential else value
+
+    floor = {key: median(results["floor"], key, key.endswith("cpu"))
+             for key in ("wall", "cpu", "sweep_wall", "sweep_cpu")}
     log(f"\n== heartbeat sweep, {N} credentials, {LATENCY * 1000:.0f} ms token latency, median of "
         f"{RUNS} run(s) ({os.cpu_count()} CPUs)")
-    log(f"{'path':30} {'wall s':>8} {'x floor':>8} {'CPU ms/cred':>12} {'x floor':>8} "
-        f"{'in flight':>10} {'RSS MB':>7} {'all ok':>7}")
+    log("   process: from the command's start to its exit (Python and Django start-up included);")
+    log("   sweep: from the sweep's start (the floor: after its imports; the command: its HeartbeatRun")
+    log("   row; Celery: the fan-out, workers already up) to its end. CPU: the sweep's own processes.")
+    log(f"{'path':30} {'process s':>9} {'x floor':>7} {'CPU ms/cr':>9} {'x floor':>7} | "
+        f"{'sweep s':>7} {'x floor':>7} {'CPU ms/cr':>9} {'x floor':>7} | {'in flight':>9} "
+        f"{'RSS MB':>6} {'all ok':>6}")
     for key, title in PATHS.items():
         runs = results.get(key) or []
         if not runs:
             continue
-        wall = statistics.median(r["wall"] for r in runs)
-        cpu = statistics.median(r["cpu"] for r in runs) / N * 1000
-        log(f"{title:30} {wall:8.2f} {wall / floor:8.2f} {cpu:12.2f} {cpu / floor_cpu:8.2f} "
-            f"{max(r['in_flight'] for r in runs):10d} {max(r['rss'] for r in runs):7.0f} "
-            f"{str(all(r['ok'] for r in runs)):>7}")
+        wall, cpu = median(runs, "wall"), median(runs, "cpu", True)
+        sweep_wall, sweep_cpu = median(runs, "sweep_wall"), median(runs, "sweep_cpu", True)
+        process = (f"{wall:9.2f} {wall / floor['wall']:7.2f} {cpu:9.2f} {cpu / floor['cpu']:7.2f}"
+                   if key != "celery" else f"{'(workers stay up)':>35}")
+        log(f"{title:30} {process} | {sweep_wall:7.2f} {sweep_wall / floor['sweep_wall']:7.2f} "
+            f"{sweep_cpu:9.2f} {sweep_cpu / floor['sweep_cpu']:7.2f} | "
+            f"{max(r['in_flight'] for r in runs):9d} {max(r['rss'] for r in runs):6.0f} "
+            f"{str(all(r['ok'] for r in runs)):>6}")
     for key, runs in results.items():
         log(f"  {key:8} walls: " + ", ".join(f"{r['wall']:.2f}" for r in runs))
     log("  load average (1/5/15 min) before and after each run: "

@@ -5,6 +5,8 @@ with at most ``--concurrency`` (OAUTH_HEARTBEAT_CONCURRENCY) refreshes in flight
 """
 from __future__ import annotations
 
+import gc
+
 from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
@@ -34,6 +36,9 @@ class Command(BaseCommand):
     def handle(self, *args, all=False, account=None, concurrency=None, **options):
         if concurrency is not None and concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
+        # Everything loaded so far (Django, the apps) lives as long as the process: keep it out of
+        # the collector's way, which otherwise walks it again and again during a large sweep.
+        gc.freeze()
         try:
             run = heartbeat_sweep_run(
                 trigger="command", all_credentials=all, account=account, concurrency=concurrency
