@@ -21,6 +21,20 @@ from tests.factories import (  # noqa: F401 - re-exported for tests written befo
 )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Keep pytest-django's order (database tests, then transactional ones, then the rest).
+
+    pytest-django sorts first; pytest then regroups tests by their session-scoped parameters
+    (Playwright's browser), which could pull browser tests, whose transactional flush empties the
+    scopes seeded by the migrations, ahead of tests that read those seeds. Sorting again last (a
+    stable sort) restores the order and keeps the grouping within each part.
+    """
+    from pytest_django.plugin import pytest_collection_modifyitems as django_order
+
+    django_order(items)
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache():
     """Each test starts with an empty Redis test database and no memoised OAuth client."""

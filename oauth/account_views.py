@@ -40,7 +40,7 @@ from .exceptions import ConsentRateLimited, OAuthError
 from .models import ActionKind, CredentialState, GoogleCredential
 from .selectors import CredentialStanding, credential_standings
 from .services import actor_for_user
-from .status import _account_payload  # the status API's account entry: one wording for both
+from .status import account_payload  # the status API's account entry: one wording for both
 
 #: Milliseconds between refreshes of the live region: while a run is in progress, and otherwise.
 POLL_FAST_MS = 1000
@@ -209,7 +209,7 @@ def _cards(standings: list[CredentialStanding]) -> list[dict]:
         credential = credentials.get(standing.pk)
         if credential is None:
             continue  # deleted since it was counted
-        account = _account_payload(credential, state=standing.state, include_private=True, now=now)
+        account = account_payload(credential, state=standing.state, include_private=True, now=now)
         cards.append(
             {
                 **account,

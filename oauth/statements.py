@@ -129,8 +129,14 @@ class AuditBatch:
                            detail.get_db_prep_save(event.detail, connection), event.created_at]
         self.events, self.statements = [], []
         with connection.cursor() as cursor:
-            # One round trip; outside a transaction PostgreSQL runs the statements as one.
-            cursor.execute("; ".join(parts), params)
+            if connection.vendor == "postgresql":
+                # One round trip; outside a transaction PostgreSQL runs the statements as one.
+                cursor.execute("; ".join(parts), params)
+                return
+            for sql in parts:  # SQLite (the embedded default) takes one statement at a time
+                count = sql.count("%s")
+                cursor.execute(sql, params[:count])
+                params = params[count:]
 
 
 @functools.lru_cache(maxsize=16)

@@ -117,7 +117,7 @@ def _redirect_mismatch_remediation() -> str:
     )
 
 
-def _account_payload(
+def account_payload(
     credential: GoogleCredential,
     *,
     state: str,
@@ -301,7 +301,7 @@ def status_payload(*, include_private: bool) -> dict[str, Any]:
     client = oauth_client_get_or_none()
     if include_private:
         accounts = [
-            _account_payload(c, state=state, include_private=True, now=now)
+            account_payload(c, state=state, include_private=True, now=now)
             for c, state in credential_states()
         ]
     else:

@@ -6,7 +6,10 @@ split over forked processes. The Celery executor is :mod:`oauth.tasks`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+import logging.handlers
 import multiprocessing
 import os
 import queue
@@ -129,11 +132,44 @@ def _sweep_threads(ids: list[int], *, threads: int, actor: str, not_before: dt.d
         )
         for i in range(min(threads, max(1, len(ids))))
     ]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    with _logging_off_the_threads():
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
     return outcomes
+
+
+class _HandOver(logging.handlers.QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # formatted (structlog, redaction) by the real handlers, in the listener
+
+
+@contextlib.contextmanager
+def _logging_off_the_threads():
+    """While the sweep's threads run, their log records go through a queue to one thread that
+    formats and writes them: a handler formats and writes under its lock, and sixty threads
+    logging a line per refresh would otherwise queue on it. Every line is written, in order, by
+    the end of the block."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        yield
+        return
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    hand_over = _HandOver(records)
+    listener.start()
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.addHandler(hand_over)
+    try:
+        yield
+    finally:
+        root.removeHandler(hand_over)
+        for handler in handlers:
+            root.addHandler(handler)
+        listener.stop()  # writes what is still queued
 
 
 def _sweep_process(args) -> dict[str, int]:

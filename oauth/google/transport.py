@@ -316,15 +316,17 @@ class _Pool:
         self._tls = None
 
     def take(self, scheme: str, host: str, port: int, limit: float) -> tuple[_Conn, bool]:
-        with self._lock:
-            idle = self._idle.get((scheme, host, port))
-            while idle:
-                conn = idle.pop()
-                if _dropped(conn.sock):
-                    conn.close()  # the server closed it while idle
-                    continue
-                conn.sock.settimeout(limit)
-                return conn, True
+        while True:
+            with self._lock:  # held for a pop only: sixty threads share it
+                idle = self._idle.get((scheme, host, port))
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
+            if _dropped(conn.sock):
+                conn.close()  # the server closed it while idle
+                continue
+            conn.sock.settimeout(limit)
+            return conn, True
         if scheme == "https" and self._tls is None:
             # the CA bundle requests would use (its variables, as requests reads them)
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
