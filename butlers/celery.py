@@ -75,4 +75,5 @@ def _freeze_what_was_loaded(**kwargs) -> None:
     and again. Objects made later are collected as usual."""
     import gc
 
+    gc.collect()  # start-up's garbage first: what is frozen is never collected
     gc.freeze()

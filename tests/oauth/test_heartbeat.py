@@ -136,6 +136,17 @@ def test_command_prints_a_per_state_summary(fake_google, grant, capsys):
     assert HeartbeatRun.objects.get().trigger == "command"
 
 
+def test_a_sweep_called_from_code_leaves_the_callers_memory_collectable(fake_google, grant):
+    """Only ``manage.py oauth_heartbeat`` run as its own process freezes what start-up loaded
+    out of the garbage collector's way; a caller that lives on (a test, a shell) is left as it was."""
+    import gc
+
+    grant("alice@example.com")
+    frozen = gc.get_freeze_count()
+    call_command("oauth_heartbeat", "--all")
+    assert gc.get_freeze_count() == frozen
+
+
 def test_command_exits_non_zero_when_a_credential_needs_attention(fake_google, grant, capsys):
     grant("dead@example.com")
     fake_google.expire_grant("dead@example.com")

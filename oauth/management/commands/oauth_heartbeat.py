@@ -24,6 +24,14 @@ class Command(BaseCommand):
         "credential; --account: that one. Prints how many ended in each state."
     )
 
+    def run_from_argv(self, argv):
+        # Run from the command line, the process ends with the sweep: what start-up loaded
+        # (Django, the apps) lives as long as it does, so keep it out of the collector's way, which
+        # otherwise walks it again and again during a large sweep and once more at exit. (Not in
+        # call_command: a longer-lived caller's garbage must stay collectable.)
+        gc.freeze()
+        return super().run_from_argv(argv)
+
     def add_arguments(self, parser):
         which = parser.add_mutually_exclusive_group()
         which.add_argument("--all", action="store_true", help="Every credential, whatever its window.")
@@ -36,9 +44,6 @@ class Command(BaseCommand):
     def handle(self, *args, all=False, account=None, concurrency=None, **options):
         if concurrency is not None and concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
-        # Everything loaded so far (Django, the apps) lives as long as the process: keep it out of
-        # the collector's way, which otherwise walks it again and again during a large sweep.
-        gc.freeze()
         try:
             run = heartbeat_sweep_run(
                 trigger="command", all_credentials=all, account=account, concurrency=concurrency
