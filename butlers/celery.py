@@ -70,10 +70,14 @@ def close_old_database_connections(sender=None, **kwargs) -> None:
 @worker_ready.connect  # the threads pool: the worker itself
 @worker_process_init.connect  # the prefork pool: each child
 def _freeze_what_was_loaded(**kwargs) -> None:
-    """Django, the apps and Celery are loaded for the worker's whole life: move them out of the
-    garbage collector's generations, which a busy worker (a heartbeat sweep) otherwise walks again
-    and again. Objects made later are collected as usual."""
+    """Load the cache backend now; then, as Django, the apps and Celery stay loaded for the
+    worker's whole life, move them out of the garbage collector's generations, which a busy worker
+    (a heartbeat sweep) otherwise walks again and again. Objects made later are collected as
+    usual."""
     import gc
 
+    from django.core.cache import caches
+
+    caches["default"]  # its backend is imported on first use: now, not by the first tasks at once
     gc.collect()  # start-up's garbage first: what is frozen is never collected
     gc.freeze()

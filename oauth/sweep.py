@@ -18,6 +18,7 @@ import time
 from collections import Counter
 
 import structlog
+from django.core.cache import caches
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 
 from . import metrics
@@ -211,6 +212,9 @@ def heartbeat_sweep_run(
     concurrency = max(1, int(concurrency or oauth_settings.OAUTH_HEARTBEAT_CONCURRENCY))
     actor = f"process:heartbeat:{trigger}"
     count = _process_count(processes, len(selected))
+    # The cache backend's modules are imported on its first use: here, once, rather than in
+    # each forked child with sixty threads queuing on the import lock.
+    caches["default"]
     if count > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
         connections.close_all()  # no connection may cross the fork
         chunks = [selected[i::count] for i in range(count)]
