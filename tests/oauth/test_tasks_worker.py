@@ -72,6 +72,9 @@ def test_a_worker_logs_one_line_per_heartbeat_keeps_retries_and_reuses_its_conne
     # The first heartbeat meets an outage longer than its in-call retries: Celery retries it later.
     fake_google.fail_token(4)
 
+    with connection.cursor() as cursor:  # the database's clock, as backend_start is
+        cursor.execute("SELECT clock_timestamp()")
+        worker_started_at = cursor.fetchone()[0]
     worker, lines = _start_worker(worker_env)
     try:
         assert _wait_for(lambda: any("ready." in line for line in lines)), "".join(lines)
@@ -89,9 +92,12 @@ def test_a_worker_logs_one_line_per_heartbeat_keeps_retries_and_reuses_its_conne
         )
         with connection.cursor() as cursor:
             cursor.execute(
+                # the connections opened since the worker started (an earlier test's process or
+                # thread that still holds one is not this worker's)
                 "SELECT backend_start FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
+                "AND backend_type = 'client backend' AND backend_start >= %s",
+                [worker_started_at],
             )
             worker_connections = [row[0] for row in cursor.fetchall()]
     finally:
