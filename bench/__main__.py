@@ -114,6 +114,9 @@ def _fake_main(conn, n: int, latency: float) -> None:
                 fake.stats["refreshes_by_email"] = {}
             fake.token_latency = latency
             conn.send("ok")
+        elif command == "no latency":
+            fake.token_latency = 0.0
+            conn.send("ok")
         elif command == "stats":
             stats = dict(fake.stats)
             stats["api_calls"] = len(stats["api_calls"])
@@ -567,6 +570,23 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
                 worker.kill()
 
 
+def bench_serial(fake: FakeGoogleProcess) -> None:
+    """One heartbeat's own CPU, serially, with Google answering at once (bench/serial.py)."""
+    fake.ask("no latency")
+    try:
+        out = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "bench.serial"], cwd=ROOT, env=_deployed_env(fake),
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        fake.ask("reset")
+    result = json.loads(out.strip().splitlines()[-1])
+    log(f"\n== one heartbeat, serially (one thread, Google answering at once; bench/serial.py)\n"
+        f"  {result['cpu_ms_per_credential']:.2f} ms CPU and {result['wall_ms_per_credential']:.2f} ms "
+        f"wall per credential ({result['credentials']} credentials, all connected: "
+        f"{result['all_connected']})")
+
+
 def redis_flush() -> None:
     import redis
 
@@ -851,6 +871,8 @@ def main() -> None:
                 log(f"run {run + 1} {key:8} {results[key][-1]['wall']:.2f} s "
                     f"(machine {idle:.0%} idle in the second before)")
         _table(results, loads)
+        if _wanted("serial"):
+            bench_serial(fake)
         if _wanted("warm"):
             bench_token_path(fake)
         if _wanted("status") and N == min(SIZES):  # grown from this size's accounts
