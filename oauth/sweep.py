@@ -146,31 +146,42 @@ class _HandOver(logging.handlers.QueueHandler):
         return record  # formatted (structlog, redaction) by the real handlers, in the listener
 
 
+_hand_over_lock = threading.Lock()
+#: [sweeps using the hand-over, (root's own handlers, the queue handler, its listener) or None]
+_hand_over: list = [0, None]
+
+
 @contextlib.contextmanager
 def _logging_off_the_threads():
     """While the sweep's threads run, their log records go through a queue to one thread that
     formats and writes them: a handler formats and writes under its lock, and sixty threads
     logging a line per refresh would otherwise queue on it. Every line is written, in order, by
-    the end of the block."""
+    the end of the block. Sweeps running at once in one process share one hand-over."""
     root = logging.getLogger()
-    handlers = list(root.handlers)
-    if not handlers:
-        yield
-        return
-    records: queue.SimpleQueue = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
-    hand_over = _HandOver(records)
-    listener.start()
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.addHandler(hand_over)
+    with _hand_over_lock:
+        if _hand_over[0] == 0 and root.handlers:
+            handlers = list(root.handlers)
+            records: queue.SimpleQueue = queue.SimpleQueue()
+            listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+            queue_handler = _HandOver(records)
+            listener.start()
+            for handler in handlers:
+                root.removeHandler(handler)
+            root.addHandler(queue_handler)
+            _hand_over[1] = (handlers, queue_handler, listener)
+        _hand_over[0] += 1
     try:
         yield
     finally:
-        root.removeHandler(hand_over)
-        for handler in handlers:
-            root.addHandler(handler)
-        listener.stop()  # writes what is still queued
+        with _hand_over_lock:
+            _hand_over[0] -= 1
+            if _hand_over[0] == 0 and _hand_over[1] is not None:
+                handlers, queue_handler, listener = _hand_over[1]
+                _hand_over[1] = None
+                root.removeHandler(queue_handler)
+                for handler in handlers:
+                    root.addHandler(handler)
+                listener.stop()  # writes what is still queued
 
 
 def _sweep_process(args) -> dict[str, int]:

@@ -180,3 +180,40 @@ def test_a_threaded_sweep_refreshes_each_credential_once(fake_google, grant):
     assert run.outcomes == {"connected": 20}
     assert fake_google.stats["refreshes"] == 20
     assert 1 < fake_google.stats["max_in_flight_refreshes"] <= 8
+
+
+def test_a_sweeps_threads_log_through_one_writer_and_every_line_arrives():
+    """During an in-process sweep the threads' records go to one writer thread; two sweeps at
+    once share it; when the last ends every line has been written and the handlers are back."""
+    import logging
+    import threading
+
+    from oauth import sweep
+
+    written = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            written.append(record.getMessage())
+
+    root, keep = logging.getLogger(), Keep(level=logging.WARNING)
+    root.addHandler(keep)
+    before = list(root.handlers)
+
+    def log_lines(i):
+        for j in range(50):
+            logging.getLogger("oauth.heartbeat").warning("line %s-%s", i, j)
+
+    try:
+        with sweep._logging_off_the_threads():
+            with sweep._logging_off_the_threads():  # a second sweep in the same process
+                threads = [threading.Thread(target=log_lines, args=(i,)) for i in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            assert keep not in root.handlers  # the first sweep still hands over
+        assert root.handlers == before
+        assert sorted(written) == sorted(f"line {i}-{j}" for i in range(8) for j in range(50))
+    finally:
+        root.removeHandler(keep)
