@@ -17,7 +17,6 @@ executors run a sweep of them:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 
 import structlog
@@ -29,7 +28,7 @@ from .exceptions import ClientMisconfigured, CredentialError, ReconsentRequired
 from .google.probes import credential_probe
 from .models import AuditAction, CredentialState, GoogleCredential, HeartbeatRun
 from .services import audit_record
-from .statements import audit_batch, audit_batch_current
+from .statements import audit_batch, audit_batch_current, update_sql
 from .tokens import credential_refresh_row
 
 logger = structlog.get_logger("oauth.heartbeat")
@@ -136,17 +135,7 @@ def probe_time_store(*, credential_id: int, now: dt.datetime) -> None:
     if batch is None:
         GoogleCredential.objects.filter(pk=credential_id).update(last_probed_at=now)
         return
-    batch.also(_probe_time_sql(), [now, credential_id])
-
-
-@functools.lru_cache(maxsize=1)
-def _probe_time_sql() -> str:
-    quote = connection.ops.quote_name
-    return (
-        f"UPDATE {quote(GoogleCredential._meta.db_table)} SET "
-        f"{quote(GoogleCredential._meta.get_field('last_probed_at').column)} = %s "
-        f"WHERE {quote(GoogleCredential._meta.pk.column)} = %s"
-    )
+    batch.also(update_sql(GoogleCredential, ("last_probed_at",))[0], [now, credential_id])
 
 
 def transient_outcome(*, credential_id: int) -> str:

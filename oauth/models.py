@@ -112,6 +112,22 @@ class GoogleCredentialQuerySet(models.QuerySet):
         )
         return self.annotate(_primary_order=is_primary).order_by("_primary_order", "created_at", "pk")
 
+    def with_judged_columns(self) -> GoogleCredentialQuerySet:
+        """The primary first, with what :func:`operator_state` reads beside the stored state as
+        plain columns: ``recorded_scopes`` (the metadata's scope list, JSON text), ``revoked`` and
+        ``own_secret``. For lists that judge thousands of rows without a model instance each."""
+        from django.db.models.fields.json import KT
+
+        return self.primary_first().annotate(
+            recorded_scopes=KT("credentials__scopes"),
+            revoked=models.ExpressionWrapper(
+                Q(revoked_at__isnull=False), output_field=models.BooleanField()
+            ),
+            own_secret=models.ExpressionWrapper(
+                Q(client_secret__isnull=False), output_field=models.BooleanField()
+            ),
+        )
+
     def lacking_feature(self, feature_key: str) -> GoogleCredentialQuerySet:
         """Credentials holding none of the scopes that satisfy ``feature_key``."""
         return self.exclude(granted_scopes__features__key=feature_key)

@@ -12,9 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from django.db.models import BooleanField, ExpressionWrapper, Q
-from django.db.models.fields.json import KT
-
 from . import scopes as scope_catalogue
 from .app_settings import oauth_settings
 from .encryption import Secret
@@ -118,15 +115,9 @@ def credential_standings() -> list[CredentialStanding]:
     :meth:`GoogleCredential.granted_scope_list` does.
     """
     rows = list(
-        GoogleCredential.objects.primary_first()
-        .annotate(
-            recorded=KT("credentials__scopes"),
-            revoked=ExpressionWrapper(Q(revoked_at__isnull=False), output_field=BooleanField()),
-            own_secret=ExpressionWrapper(
-                Q(client_secret__isnull=False), output_field=BooleanField()
-            ),
+        GoogleCredential.objects.with_judged_columns().values_list(
+            "pk", "state", "revoked", "own_secret", "recorded_scopes", "last_error_code"
         )
-        .values_list("pk", "state", "revoked", "own_secret", "recorded", "last_error_code")
     )
     parsed: dict[str | None, tuple[str, ...] | None] = {}
     granted: dict[int, tuple[str, ...] | None] = {}

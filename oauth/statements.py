@@ -64,7 +64,8 @@ def row_locked(model, pk: int):
 
 # --- the field update ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=256)
-def _update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
+def update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
+    """``UPDATE <table> SET <field> = %s, ... WHERE <pk> = %s`` and the fields, in that order."""
     meta = model._meta
     quote = connection.ops.quote_name
     concrete = [meta.get_field(name) for name in fields]
@@ -79,7 +80,7 @@ def row_store(instance, fields) -> None:
     """``instance.save(update_fields=fields)`` in one UPDATE compiled once per set of fields."""
     model = type(instance)
     names = tuple(dict.fromkeys(fields))
-    sql, concrete = _update_sql(model, names)
+    sql, concrete = update_sql(model, names)
     pre_save.send(sender=model, instance=instance, raw=False, using="default",
                   update_fields=frozenset(names))
     values = [field.get_db_prep_save(field.pre_save(instance, False), connection)
@@ -170,4 +171,4 @@ def audit_batch():
         batch.flush()
 
 
-__all__ = ["AuditBatch", "audit_batch", "audit_batch_current", "row_locked", "row_store"]
+__all__ = ["AuditBatch", "audit_batch", "audit_batch_current", "row_locked", "row_store", "update_sql"]

@@ -28,8 +28,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
-from django.db.models import BooleanField, ExpressionWrapper, Q
-from django.db.models.fields.json import KT
+from django.db.models import Q
 from django.utils import timezone
 
 from . import scopes as scope_catalogue
@@ -163,11 +162,13 @@ class _RemediationView:
         self.__dict__.update(fields)
 
 
-#: The columns of :func:`_public_rows`, in order.
-_PUBLIC_COLUMNS = (
-    "state", "revoked", "own_secret", "scopes", "last_error_code", "consecutive_failures",
-    "risc_detail", "issued", "died", "client_saved", "stream_verified",
+#: The columns of :func:`_public_rows`, in order: what an entry is judged and worded from, then
+#: two that are the same on every row.
+_ENTRY_COLUMNS = (
+    "state", "revoked", "own_secret", "recorded_scopes", "last_error_code", "consecutive_failures",
+    "risc_detail", "issued", "died", "client_saved",
 )
+_PUBLIC_COLUMNS = (*_ENTRY_COLUMNS, "stream_verified")
 
 
 def _public_rows_query():
@@ -183,11 +184,8 @@ def _public_rows_query():
     expired_by_google = Q(revoked_at__isnull=True, state=CredentialState.EXPIRED)
     died_of_invalid_grant = expired_by_google & Q(last_error_code="invalid_grant")
     return (
-        GoogleCredential.objects.primary_first()
+        GoogleCredential.objects.with_judged_columns()
         .annotate(
-            scopes=KT("credentials__scopes"),
-            revoked=ExpressionWrapper(Q(revoked_at__isnull=False), output_field=BooleanField()),
-            own_secret=ExpressionWrapper(Q(client_secret__isnull=False), output_field=BooleanField()),
             risc_detail=Case(
                 When(expired_by_google & Q(last_error_code__startswith="risc_"),
                      then=F("last_error_detail")),
@@ -217,7 +215,8 @@ def _public_rows() -> list[tuple]:
 
 
 def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
-    """The anonymous accounts list as (entry, its JSON) pairs, in the order of the payload.
+    """The anonymous accounts list as (entry, its JSON) pairs, in the order of the payload, and
+    whether the RISC stream is verified.
 
     Accounts share a handful of situations (a state, a scope set, an error): each distinct one is
     judged (:func:`oauth.models.operator_state`, the one rule), worded and encoded once, and every
@@ -228,18 +227,22 @@ def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
     known: dict[tuple, tuple[dict[str, Any], str]] = {}
     entries = []
     rows = _public_rows()
-    for row in rows:
+    for row in rows:  # the whole row is the key: its last column is the same on every row
         found = known.get(row)
         if found is None:
             found = known[row] = _public_entry(
-                row, required=required, client_configured=client_from_settings or row[9]
+                *row[:-1], required=required, client_from_settings=client_from_settings
             )
         entries.append(found)
-    return entries, bool(rows[0][10]) if rows else None
+    return entries, bool(rows and rows[0][-1])
 
 
-def _public_entry(row: tuple, *, required: tuple[str, ...], client_configured: bool):
-    stored, revoked, own_secret, raw_scopes, code, failures, risc_detail, issued, died = row[:9]
+def _public_entry(
+    stored, revoked, own_secret, raw_scopes, code, failures, risc_detail, issued, died,
+    client_saved, *, required: tuple[str, ...], client_from_settings: bool,
+) -> tuple[dict[str, Any], str]:
+    """One entry (and its JSON) from the columns of :data:`_ENTRY_COLUMNS`."""
+    client_configured = client_from_settings or client_saved
     granted = sorted(json.loads(raw_scopes)) if raw_scopes else []
     missing = scope_catalogue.missing_scopes(granted=granted, required=required)
     state = operator_state(
@@ -297,19 +300,21 @@ def _unconfigured_payload(*, client: ClientConfig | None) -> dict[str, Any]:
 
 def status_payload(*, include_private: bool) -> dict[str, Any]:
     """``{"google": {...}, "accounts": [...]}`` from stored state only, in constant queries."""
-    now = _now()
-    client = oauth_client_get_or_none()
     if include_private:
+        now = _now()
         accounts = [
             account_payload(c, state=state, include_private=True, now=now)
             for c, state in credential_states()
         ]
+        risc = _risc_payload(True)
     else:
-        accounts = [dict(entry) for entry, _ in _public_entries()[0]]
+        entries, stream_verified = _public_entries()
+        accounts = [dict(entry) for entry, _ in entries]
+        risc = {"stream_verified": stream_verified} if entries else _risc_payload(False)
     # The primary comes first; without a 'google' row the earliest account stands in for it,
     # as it does for the token service.
-    primary = accounts[0] if accounts else _unconfigured_payload(client=client)
-    return {"google": primary, "accounts": accounts, "risc": _risc_payload(include_private)}
+    primary = accounts[0] if accounts else _unconfigured_payload(client=oauth_client_get_or_none())
+    return {"google": primary, "accounts": accounts, "risc": risc}
 
 
 def status_json(*, include_private: bool) -> str:

@@ -263,10 +263,12 @@ class _Conn:
         if method == "HEAD" or status in (204, 304):
             return status, reason, answer_headers, b"", will_close
         chunks: list[bytes] = []
+        received = [0]
 
         def keep(data: bytes) -> None:
             chunks.append(data)
-            if sum(len(chunk) for chunk in chunks) > _MAX_BODY:
+            received[0] += len(data)
+            if received[0] > _MAX_BODY:
                 raise _BadAnswer("the answer's body is larger than any Google answer")
             if time.monotonic() - started > limit:
                 raise DeadlineExceeded(f"{method} took longer than {limit:g} s")

@@ -130,3 +130,14 @@ def wait_http(url: str, *, timeout: float = 90) -> tuple[int | None, str]:
             pass
         time.sleep(0.3)
     return status, body
+
+
+def stop_all(runs) -> None:
+    """Terminate every run, then wait for each (30 s) and kill what is still there."""
+    for run in runs:
+        run.popen.terminate()
+    for run in runs:
+        try:
+            run.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            run.kill()

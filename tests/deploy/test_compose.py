@@ -24,7 +24,7 @@ import yaml
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from tests.deploy.processes import Running, free_port, wait_http
+from tests.deploy.processes import Running, free_port, stop_all, wait_http
 from tests.factories import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -173,10 +173,4 @@ def test_every_compose_service_runs_here_with_its_own_command_and_environment(st
         # the shared metrics folder, missing at first, was created and written
         assert list(Path(stores["/metrics"]).glob("*.db")), running["web"].output
     finally:
-        for run in running.values():
-            run.popen.terminate()
-        for run in running.values():
-            try:
-                run.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                run.kill()
+        stop_all(running.values())

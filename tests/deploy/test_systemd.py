@@ -19,7 +19,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from tests.deploy.processes import Running, free_port, wait_http
+from tests.deploy.processes import Running, free_port, stop_all, wait_http
 from tests.factories import ROOT
 
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
@@ -113,10 +113,4 @@ def test_the_units_command_lines_serve_with_the_environment_file(tmp_path):
             assert "Traceback" not in run.output, run.output
         assert list((tmp_path / "run" / "metrics").glob("*.db"))  # the shared metrics folder
     finally:
-        for run in running.values():
-            run.popen.terminate()
-        for run in running.values():
-            try:
-                run.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                run.kill()
+        stop_all(running.values())
