@@ -23,6 +23,7 @@ class Server:
         self.answers, self.close_after = list(answers), close_after
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = threading.Semaphore(0)  # released each time the server closes a connection
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -39,9 +40,14 @@ class Server:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        finally:
+            self.closed.release()
+
+    def _answer(self, conn: socket.socket) -> None:
         served = 0
-        with conn:
-            reader = conn.makefile("rb")
+        with conn, conn.makefile("rb") as reader:
             while self.answers:
                 head = b""
                 while not head.endswith(b"\r\n\r\n"):
@@ -104,6 +110,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_for_the_next_call():
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     server = Server([ok, ok], close_after=1)
     assert transport.send("GET", server.url + "/a").status_code == 200
+    assert server.closed.acquire(timeout=5)  # the server has closed the kept-alive connection
     assert transport.send("POST", server.url + "/token", data={"a": "b"}).status_code == 200
     assert server.connections == 2  # the refresh went out once, on a new connection
     server.stop()
