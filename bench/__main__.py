@@ -73,7 +73,7 @@ def _pyspy(pid: int, name: str) -> subprocess.Popen | None:
     Path(PYSPY_DIR).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(  # noqa: S603
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
-         "--rate", "100", "--gil", "--format", "raw",
+         "--rate", os.environ.get("BENCH_PYSPY_RATE", "100"), "--gil", "--format", "raw",
          "--output", str(Path(PYSPY_DIR) / f"{name}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -574,10 +574,15 @@ def bench_serial(fake: FakeGoogleProcess) -> None:
     """One heartbeat's own CPU, serially, with Google answering at once (bench/serial.py)."""
     fake.ask("no latency")
     try:
-        out = subprocess.run(  # noqa: S603
+        child = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "bench.serial"], cwd=ROOT, env=_deployed_env(fake),
-            capture_output=True, text=True, check=True,
-        ).stdout
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        recorders = [_pyspy(child.pid, "serial")]
+        out, _ = child.communicate()
+        _pyspy_stop(recorders)
+        if child.returncode:
+            raise SystemExit(f"bench.serial exited with {child.returncode}")
     finally:
         fake.ask("reset")
     result = json.loads(out.strip().splitlines()[-1])

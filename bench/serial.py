@@ -10,7 +10,9 @@ sweep's figure shows what the threads cost.
 """
 from __future__ import annotations
 
+import cProfile
 import json
+import os
 import time
 
 WARM = 20
@@ -33,9 +35,16 @@ def main() -> None:
     outcomes = [_heartbeat_outcome(credential_id=pk, actor="process:bench", not_before=now)
                 for pk in ids[:WARM]]
     measured = ids[WARM:]
+    profile = os.environ.get("BENCH_SERIAL_PROFILE")  # a file: cProfile the measured heartbeats
+    profiler = cProfile.Profile(time.process_time) if profile else None
     cpu, wall = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
     outcomes += [_heartbeat_outcome(credential_id=pk, actor="process:bench", not_before=now)
                  for pk in measured]
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     print(json.dumps({
         "credentials": len(measured),
