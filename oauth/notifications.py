@@ -96,11 +96,11 @@ def credential_saved(sender, instance: GoogleCredential, created: bool, raw: boo
         return
     loaded = getattr(instance, "_loaded_notice", None)
     security = instance.__dict__.pop("_security_event", None)
-    instance._loaded_notice = (
+    noticed = instance._loaded_notice = (
         instance.state, instance.revoked_at, (instance.credentials or {}).get("scopes")
     )
-    if (created or loaded is None) and security is None:
-        return
+    if (created or loaded is None or loaded == noticed) and security is None:
+        return  # nothing the operator's state is judged by has changed (most saves: a refresh)
     new = instance.effective_state(client_configured=True)
     old = _notice_state(instance, loaded) if loaded is not None else ""
     if security is not None:
