@@ -217,3 +217,32 @@ def test_a_sweeps_threads_log_through_one_writer_and_every_line_arrives():
         assert sorted(written) == sorted(f"line {i}-{j}" for i in range(8) for j in range(50))
     finally:
         root.removeHandler(keep)
+
+
+def _row_updates() -> tuple[int, int]:
+    """Updates of google_oauth_credentials in this transaction: (all, in place on their page)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated(%s::regclass)",
+            [GoogleCredential._meta.db_table] * 2,
+        )
+        return cursor.fetchone()
+
+
+def test_a_heartbeat_rewrites_no_index_of_the_credentials_table(fake_google, grant):
+    """Every refresh and probe write is a HOT update (the row's next version on its own page, no
+    new index entries): the table and its indexes do not grow with each hourly refresh."""
+    from oauth.heartbeat import credential_heartbeat
+
+    credential = grant("hot@example.com", last_refreshed_at=timezone.now() - 2 * DAY)
+    updated_before, hot_before = _row_updates()
+
+    outcome = credential_heartbeat(credential_id=credential.pk, actor="test")
+
+    updated, hot = _row_updates()
+    assert outcome == "connected" and fake_google.refreshes_for("hot@example.com") == 1
+    assert updated - updated_before == 2  # the refresh's write and the probe time
+    assert hot - hot_before == updated - updated_before
