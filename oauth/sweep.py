@@ -195,6 +195,42 @@ def _sweep_process(args) -> dict[str, int]:
         connection.close()
 
 
+#: Connections a sweep leaves free for everything else (the web, the workers, beat, psql):
+#: this many, or a tenth of max_connections when that is more.
+CONNECTIONS_LEFT_FREE = 5
+
+
+def _connection_room(wanted: int) -> int:
+    """How many threads (each holding a connection while its refresh is in flight) the database
+    has room for, at most ``wanted``: PostgreSQL refuses connections past max_connections, and a
+    thread refused one would fail its credentials. Warns, naming both settings, when it is fewer."""
+    if connection.vendor != "postgresql":
+        return wanted
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('max_connections')::int,"
+                " current_setting('superuser_reserved_connections')::int,"
+                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            )
+            limit, reserved, in_use = cursor.fetchone()
+    except DatabaseError as exc:  # the sweep itself will say what is wrong with the database
+        logger.warning("Could not read PostgreSQL's connection limit", error=type(exc).__name__)
+        return wanted
+    room = limit - reserved - in_use - max(CONNECTIONS_LEFT_FREE, limit // 10)
+    if room >= wanted:
+        return wanted
+    room = max(1, room)
+    logger.warning(
+        "OAUTH_HEARTBEAT_CONCURRENCY is more than PostgreSQL has connections for: this sweep "
+        "runs fewer at once. Raise max_connections in postgresql.conf or lower "
+        "OAUTH_HEARTBEAT_CONCURRENCY.",
+        concurrency=wanted, running=room, max_connections=limit, in_use=in_use,
+        reserved=reserved,
+    )
+    return room
+
+
 def _process_count(requested: int | None, selected: int) -> int:
     wanted = int(requested if requested is not None else oauth_settings.OAUTH_HEARTBEAT_PROCESSES)
     if wanted <= 0:
@@ -221,6 +257,7 @@ def heartbeat_sweep_run(
     selected = heartbeat_selection(now=now, all_credentials=all_credentials, account=account)
     run = heartbeat_run_start(trigger=trigger, selected=len(selected), now=now)
     concurrency = max(1, int(concurrency or oauth_settings.OAUTH_HEARTBEAT_CONCURRENCY))
+    concurrency = _connection_room(min(concurrency, max(1, len(selected))))
     actor = f"process:heartbeat:{trigger}"
     count = _process_count(processes, len(selected))
     # The cache backend's modules are imported on its first use: here, once, rather than in

@@ -130,7 +130,7 @@ class PostgresCluster:
     def url(self, name: str = "butlers") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
-    def init(self) -> PostgresCluster:
+    def init(self, *, max_connections: int = 200) -> PostgresCluster:
         if self._as_postgres:
             shutil.chown(self.base, "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
@@ -140,7 +140,7 @@ class PostgresCluster:
             conf.write(
                 f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.base}'\nfsync = off\n"
-                "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+                f"synchronous_commit = off\nfull_page_writes = off\nmax_connections = {max_connections}\n"
                 "shared_buffers = 32MB\n"
             )
         return self

@@ -49,28 +49,45 @@ def stores():
         cluster.destroy()
 
 
+def _seeded_app(cluster: PostgresCluster, redis: RedisServer, fake: FakeGoogle, *, concurrency: int,
+                accounts: int = 30) -> App:
+    """The app on the private cluster, migrated, with ``accounts`` credentials live at ``fake``."""
+    app = App(
+        database_url=cluster.create_database(), redis_url=redis.url(),
+        extra_env={
+            **fake.env(), "GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID,
+            "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+            "OAUTH_HEARTBEAT_CONCURRENCY": str(concurrency), "OAUTH_REFRESH_BACKOFF": "0.05",
+        },
+    )
+    app.migrate()
+    grants = "".join(
+        f"user{i}@example.com {fake.issue_grant(f'user{i}@example.com')}\n" for i in range(accounts)
+    )
+    seeded = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=app.env, input=grants,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    return app
+
+
+def _checked(app: App) -> str:
+    """The CHECK line: rows, their states, rows with a refresh token, run finished."""
+    check = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", CHECK], cwd=ROOT, env=app.env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    return check.stdout.strip().splitlines()[-1]
+
+
 def test_finding_11_the_in_process_sweep_finishes_across_a_database_restart(stores):
     cluster, redis = stores
     fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
     try:
         fake.token_latency = 0.3
-        app = App(
-            database_url=cluster.create_database(), redis_url=redis.url(),
-            extra_env={
-                **fake.env(), "GOOGLE_OAUTH_CLIENT_ID": CLIENT_ID,
-                "GOOGLE_OAUTH_CLIENT_SECRET": CLIENT_SECRET, "OAUTH_HEARTBEAT_CONCURRENCY": "4",
-                "OAUTH_REFRESH_BACKOFF": "0.05",
-            },
-        )
-        app.migrate()
-        grants = "".join(
-            f"user{i}@example.com {fake.issue_grant(f'user{i}@example.com')}\n" for i in range(30)
-        )
-        seeded = subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=app.env, input=grants,
-            capture_output=True, text=True, timeout=120,
-        )
-        assert seeded.returncode == 0, seeded.stderr
+        app = _seeded_app(cluster, redis, fake, concurrency=4)
 
         sweep = subprocess.Popen(
             [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
@@ -86,12 +103,47 @@ def test_finding_11_the_in_process_sweep_finishes_across_a_database_restart(stor
         assert sweep.returncode == 0, err[-3000:]
         assert "Heartbeat: 30 credential(s)" in out
         assert "Traceback" not in err
-        check = subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", CHECK], cwd=ROOT, env=app.env,
-            capture_output=True, text=True, timeout=60,
-        )
         # 30 rows, all connected, each with its refresh token, the run recorded as finished
-        last_line = check.stdout.strip().splitlines()[-1]
-        assert last_line == "30 ['connected'] 30 True", check.stdout + check.stderr[-2000:]
+        assert _checked(app) == "30 ['connected'] 30 True"
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def small_database():
+    """A private cluster that takes 20 connections (17 but for superusers' reserve)."""
+    cluster = PostgresCluster().init(max_connections=20).start()
+    redis = RedisServer().start()
+    try:
+        yield cluster, redis
+    finally:
+        redis.stop()
+        cluster.destroy()
+
+
+def test_a_sweep_wider_than_the_databases_connection_limit_runs_within_it(small_database):
+    """OAUTH_HEARTBEAT_CONCURRENCY=64 against a PostgreSQL that takes 20 connections: each thread
+    holds one while its refresh is in flight, so the sweep runs as many as the database has room
+    for (saying so, with the settings that fix it) instead of failing credentials with 'too many
+    clients'."""
+    cluster, redis = small_database
+    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
+    try:
+        fake.token_latency = 0.2
+        app = _seeded_app(cluster, redis, fake, concurrency=64)
+
+        sweep = subprocess.run(
+            [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
+            capture_output=True, text=True, timeout=180,
+        )
+
+        log = sweep.stdout + sweep.stderr
+        assert sweep.returncode == 0, log[-3000:]
+        assert "Heartbeat: 30 credential(s)" in sweep.stdout
+        assert "OAUTH_HEARTBEAT_CONCURRENCY is more than PostgreSQL has connections for" in log
+        assert "max_connections" in log and "too many clients" not in log
+        assert "reconnecting" not in log  # no thread was refused a connection
+        assert fake.stats["max_in_flight_refreshes"] > 1  # still concurrent, within the room
+        assert _checked(app) == "30 ['connected'] 30 True"
     finally:
         fake.stop()
