@@ -7,6 +7,7 @@ falsely expired, and the run is recorded as finished.
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 
@@ -38,15 +39,31 @@ print(len(rows), sorted({r.state for r in rows}), sum(1 for r in rows if r.refre
 """
 
 
-@pytest.fixture
-def stores():
-    cluster = PostgresCluster().init().start()
+@contextlib.contextmanager
+def _private_stores(*, max_connections: int = 200):
+    """A private PostgreSQL cluster and Redis, and a fake Google; all stopped afterwards."""
+    cluster = PostgresCluster().init(max_connections=max_connections).start()
     redis = RedisServer().start()
+    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
     try:
-        yield cluster, redis
+        yield cluster, redis, fake
     finally:
+        fake.stop()
         redis.stop()
         cluster.destroy()
+
+
+@pytest.fixture
+def stores():
+    with _private_stores() as found:
+        yield found
+
+
+@pytest.fixture
+def small_database():
+    """A cluster that takes 20 connections (17 but for the superusers' reserve)."""
+    with _private_stores(max_connections=20) as found:
+        yield found
 
 
 def _seeded_app(cluster: PostgresCluster, redis: RedisServer, fake: FakeGoogle, *, concurrency: int,
@@ -83,42 +100,26 @@ def _checked(app: App) -> str:
 
 
 def test_finding_11_the_in_process_sweep_finishes_across_a_database_restart(stores):
-    cluster, redis = stores
-    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
-    try:
-        fake.token_latency = 0.3
-        app = _seeded_app(cluster, redis, fake, concurrency=4)
+    cluster, redis, fake = stores
+    fake.token_latency = 0.3
+    app = _seeded_app(cluster, redis, fake, concurrency=4)
 
-        sweep = subprocess.Popen(
-            [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 60
-        while fake.stats["refreshes"] < 6 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sweep.poll() is None, "the sweep ended before the restart"
-        cluster.restart(mode="fast")  # every connection of the sweep is cut
-        out, err = sweep.communicate(timeout=180)
+    sweep = subprocess.Popen(
+        [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while fake.stats["refreshes"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sweep.poll() is None, "the sweep ended before the restart"
+    cluster.restart(mode="fast")  # every connection of the sweep is cut
+    out, err = sweep.communicate(timeout=180)
 
-        assert sweep.returncode == 0, err[-3000:]
-        assert "Heartbeat: 30 credential(s)" in out
-        assert "Traceback" not in err
-        # 30 rows, all connected, each with its refresh token, the run recorded as finished
-        assert _checked(app) == "30 ['connected'] 30 True"
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def small_database():
-    """A private cluster that takes 20 connections (17 but for superusers' reserve)."""
-    cluster = PostgresCluster().init(max_connections=20).start()
-    redis = RedisServer().start()
-    try:
-        yield cluster, redis
-    finally:
-        redis.stop()
-        cluster.destroy()
+    assert sweep.returncode == 0, err[-3000:]
+    assert "Heartbeat: 30 credential(s)" in out
+    assert "Traceback" not in err
+    # 30 rows, all connected, each with its refresh token, the run recorded as finished
+    assert _checked(app) == "30 ['connected'] 30 True"
 
 
 def test_a_sweep_wider_than_the_databases_connection_limit_runs_within_it(small_database):
@@ -126,24 +127,20 @@ def test_a_sweep_wider_than_the_databases_connection_limit_runs_within_it(small_
     holds one while its refresh is in flight, so the sweep runs as many as the database has room
     for (saying so, with the settings that fix it) instead of failing credentials with 'too many
     clients'."""
-    cluster, redis = small_database
-    fake = FakeGoogle(client_id=CLIENT_ID, client_secret=CLIENT_SECRET).start()
-    try:
-        fake.token_latency = 0.2
-        app = _seeded_app(cluster, redis, fake, concurrency=64)
+    cluster, redis, fake = small_database
+    fake.token_latency = 0.2
+    app = _seeded_app(cluster, redis, fake, concurrency=64)
 
-        sweep = subprocess.run(
-            [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
-            capture_output=True, text=True, timeout=180,
-        )
+    sweep = subprocess.run(
+        [PYTHON, "manage.py", "oauth_heartbeat", "--all"], cwd=ROOT, env=app.env,
+        capture_output=True, text=True, timeout=180,
+    )
 
-        log = sweep.stdout + sweep.stderr
-        assert sweep.returncode == 0, log[-3000:]
-        assert "Heartbeat: 30 credential(s)" in sweep.stdout
-        assert "OAUTH_HEARTBEAT_CONCURRENCY is more than PostgreSQL has connections for" in log
-        assert "max_connections" in log and "too many clients" not in log
-        assert "reconnecting" not in log  # no thread was refused a connection
-        assert fake.stats["max_in_flight_refreshes"] > 1  # still concurrent, within the room
-        assert _checked(app) == "30 ['connected'] 30 True"
-    finally:
-        fake.stop()
+    log = sweep.stdout + sweep.stderr
+    assert sweep.returncode == 0, log[-3000:]
+    assert "Heartbeat: 30 credential(s)" in sweep.stdout
+    assert "OAUTH_HEARTBEAT_CONCURRENCY is more than PostgreSQL has connections for" in log
+    assert "max_connections" in log and "too many clients" not in log
+    assert "reconnecting" not in log  # no thread was refused a connection
+    assert fake.stats["max_in_flight_refreshes"] > 1  # still concurrent, within the room
+    assert _checked(app) == "30 ['connected'] 30 True"
