@@ -569,7 +569,8 @@ def bench_celery_sweep(fake: FakeGoogleProcess) -> dict:
             )
         return {"wall": wall, "cpu": cpu, "in_flight": stats["max_in_flight_refreshes"], "rss": rss,
                 "refreshes": stats["refreshes"], "sweep_wall": wall, "sweep_cpu": cpu,
-                "ok": bool(run and run.finished_at and run.outcomes.get("connected") == N)}
+                "ok": bool(run and run.finished_at and run.outcomes.get("connected") == N),
+                "system": sys_cpu, "postgres": services["PostgreSQL"]}
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)

@@ -27,10 +27,11 @@ def _redbeat_settings_by_their_own_names(sender, **kwargs) -> None:
         sender.conf[key[len("CELERY_"):].lower()] = sender.conf[key]
 
 
-#: Tasks of a fan-out (thousands per sweep) whose "received" and "succeeded" lines Celery's
-#: worker does not write: each already writes the runbook's one line per refresh, and its outcome
-#: is counted in its HeartbeatRun. Their retries, failures and rejections are still logged.
-QUIET_TASKS = frozenset({"oauth.tasks.credential_heartbeat"})
+#: Tasks of a fan-out (thousands per sweep, one credential each or a few: a large sweep's
+#: batches) whose "received" and "succeeded" lines Celery's worker does not write: each heartbeat
+#: already writes the runbook's one line per refresh, and its outcome is counted in its
+#: HeartbeatRun. Their retries, failures and rejections are still logged.
+QUIET_TASKS = frozenset({"oauth.tasks.credential_heartbeat", "oauth.tasks.heartbeat_batch"})
 
 
 class _QuietRoutineTaskLines(logging.Filter):

@@ -34,7 +34,29 @@ if DEV_ENV_FILE.is_file() and "SECRET_KEY" not in os.environ:
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-env = environ.Env()
+
+
+def _stop(message: str) -> None:
+    """Stop start-up with one clear line, never a traceback."""
+    sys.stderr.write(f"butlers: configuration error: {message}\n")
+    raise SystemExit(2)
+
+
+class _Env(environ.Env):
+    """django-environ's reader, except that a value that is not of its kind (``OAUTH_HTTP_TIMEOUT=
+    ten``) stops start-up with one line naming the variable (not its value: it may be a URL with
+    a password), instead of a traceback."""
+
+    _KINDS = {int: "a whole number", float: "a number", bool: "true or false"}
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except (ValueError, TypeError):
+            _stop(f"{var} must be {self._KINDS.get(cast, 'a valid value')}: fix it or unset it.")
+
+
+env = _Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 #: A broker client (docs/token-api.md): with BUTLERS_BROKER_URL set and no DATABASE_URL, this process
@@ -43,12 +65,6 @@ DEBUG = env.bool("DEBUG", default=False)
 #: no secret, so it needs neither SECRET_KEY nor OAUTH_ENCRYPTION_KEYS: local values are made
 #: under BUTLERS_VAR_DIR as for DEBUG.
 BROKER_CLIENT = bool(env.str("BUTLERS_BROKER_URL", default="")) and not env.str("DATABASE_URL", default="")
-
-
-def _stop(message: str) -> None:
-    """Stop start-up with one clear line, never a traceback."""
-    sys.stderr.write(f"butlers: configuration error: {message}\n")
-    raise SystemExit(2)
 
 
 def _dev_value(name: str, make) -> str:
@@ -300,9 +316,18 @@ for _name in (
     "OAUTH_ACCESS_TOKEN_MARGIN",
     "OAUTH_REFRESH_FAILURES_BEFORE_FAILING",
     "OAUTH_HTTP_TIMEOUT",
+    "OAUTH_REFRESH_BACKOFF",
 ):
     if _name in env:
         globals()[_name] = env.float(_name)
+for _name in (  # counts (docs/token-lifecycle.md)
+    "OAUTH_REFRESH_RETRIES",
+    "OAUTH_HEARTBEAT_PROCESSES",
+    "OAUTH_HEARTBEAT_TASKS_PER_SWEEP",
+    "OAUTH_HEARTBEAT_MAX_BATCH",
+):
+    if _name in env:
+        globals()[_name] = env.int(_name)
 
 # --- auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

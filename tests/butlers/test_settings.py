@@ -36,6 +36,35 @@ def test_production_start_without_a_required_secret_stops_with_one_clear_line(mi
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name,value,kind", [
+    ("OAUTH_HEARTBEAT_CONCURRENCY", "sixty-four", "a number"),
+    ("OAUTH_HEARTBEAT_MAX_BATCH", "2.5", "a whole number"),
+    ("SECURE_HSTS_SECONDS", "a year", "a whole number"),
+])
+def test_a_setting_that_is_not_a_number_stops_start_up_naming_it(name, value, kind):
+    env = {"DEBUG": "0", "SECRET_KEY": "x" * 60, "OAUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+           name: value}
+
+    result = _manage("check", **env)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"butlers: configuration error: {name} must be {kind}: fix it or unset it."
+    )
+
+
+def test_the_heartbeats_counts_are_read_from_the_environment():
+    shown = _manage(
+        "shell", "-c", "from oauth.app_settings import oauth_settings as s; "
+        "print(s.OAUTH_HEARTBEAT_TASKS_PER_SWEEP, s.OAUTH_HEARTBEAT_MAX_BATCH, "
+        "s.OAUTH_HEARTBEAT_PROCESSES, s.OAUTH_REFRESH_RETRIES, s.OAUTH_REFRESH_BACKOFF)",
+        DEBUG="1", OAUTH_HEARTBEAT_TASKS_PER_SWEEP="50", OAUTH_HEARTBEAT_MAX_BATCH="5",
+        OAUTH_HEARTBEAT_PROCESSES="1", OAUTH_REFRESH_RETRIES="0", OAUTH_REFRESH_BACKOFF="0.25",
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == "50 5 1 0 0.25"
+
+
 def test_deploy_check_is_clean_with_the_documented_production_variables(tmp_path):
     production = dict(
         DEBUG="0",

@@ -117,3 +117,30 @@ def test_a_worker_logs_one_line_per_heartbeat_keeps_retries_and_reuses_its_conne
     assert len(refreshed) == 2
     assert len(worker_connections) == 1, worker_connections
     assert worker_connections[0] < min(refreshed)
+
+
+def test_a_large_sweeps_batches_log_one_line_per_heartbeat_too(worker_env, fake_google, credential_factory):
+    """A sweep larger than OAUTH_HEARTBEAT_TASKS_PER_SWEEP goes out in heartbeat_batch tasks: they
+    too leave Celery's per-task "received"/"succeeded" pair out of the log."""
+    for email in ("a@example.com", "b@example.com", "c@example.com"):
+        credential_factory(email=email, refresh_token=fake_google.issue_grant(email))
+    worker, lines = _start_worker({**worker_env, "OAUTH_HEARTBEAT_TASKS_PER_SWEEP": "1"})
+    try:
+        assert _wait_for(lambda: any("ready." in line for line in lines)), "".join(lines)
+        from oauth.tasks import heartbeat_sweep
+
+        heartbeat_sweep.apply_async(kwargs={"trigger": "test"})
+        assert _wait_for(lambda: sum("Refreshed access token" in line for line in lines) >= 3
+                         and sum("succeeded in" in line for line in lines) >= 1), "".join(lines)
+        time.sleep(0.5)  # the batch task's own lines, were they written, would follow at once
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    log = "".join(lines)
+
+    assert "per_task=3" in log, log  # one heartbeat_batch task of the three credentials
+    assert log.count("Refreshed access token") == 3
+    assert "heartbeat_batch" not in "".join(
+        line for line in lines if " received" in line or " succeeded in " in line
+    ), log
+    assert "oauth.tasks.heartbeat_sweep" in log  # the sweep task itself is still logged
