@@ -53,7 +53,11 @@ class _Env(environ.Env):
         try:
             return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
         except (ValueError, TypeError):
-            _stop(f"{var} must be {self._KINDS.get(cast, 'a valid value')}: fix it or unset it.")
+            if isinstance(cast, list):  # env.list(name, cast=float)
+                kind = f"a comma-separated list, each {self._KINDS.get(cast[0], 'valid')}"
+            else:
+                kind = self._KINDS.get(cast, "a valid value")
+            _stop(f"{var} must be {kind}: fix it or unset it.")
 
 
 env = _Env()
@@ -271,15 +275,20 @@ if "GOOGLE_OAUTH_SCOPES" in env:
     GOOGLE_OAUTH_SCOPES = env.str("GOOGLE_OAUTH_SCOPES").split()
 if "OAUTH_REQUIRED_SCOPES" in env:
     OAUTH_REQUIRED_SCOPES = env.str("OAUTH_REQUIRED_SCOPES").split()
-for _name in (
-    "GOOGLE_OAUTH_AUTH_URI",
-    "GOOGLE_OAUTH_TOKEN_URI",
-    "GOOGLE_OAUTH_REVOKE_URI",
-    "GOOGLE_OAUTH_USERINFO_URI",
-    "GOOGLE_API_BASE_URL",
-):
-    if _name in env:
-        globals()[_name] = env.str(_name)
+
+
+def _from_env(read, *names: str) -> None:
+    """Each of ``names`` the environment sets becomes that setting, read with ``read`` (env.str,
+    env.float, env.int); the others keep the app's default (oauth/app_settings.py)."""
+    for name in names:
+        if name in env:
+            globals()[name] = read(name)
+
+
+_from_env(
+    env.str, "GOOGLE_OAUTH_AUTH_URI", "GOOGLE_OAUTH_TOKEN_URI", "GOOGLE_OAUTH_REVOKE_URI",
+    "GOOGLE_OAUTH_USERINFO_URI", "GOOGLE_API_BASE_URL",
+)
 OAUTH_RATE_LIMIT = env.str("OAUTH_RATE_LIMIT", default="30/m")
 #: /metrics answers a `Bearer` token equal to this, or a client in METRICS_ALLOWED_IPS (comma-
 #: separated addresses or CIDR networks; unset = loopback only).
@@ -305,29 +314,16 @@ GOOGLE_RISC_CONFIG_URI = env.str(
 )
 GOOGLE_RISC_SERVICE_ACCOUNT_FILE = env.str("GOOGLE_RISC_SERVICE_ACCOUNT_FILE", default="")
 GOOGLE_RISC_CLIENT_IDS = env.list("GOOGLE_RISC_CLIENT_IDS", default=[])
-for _name in ("OAUTH_NOTIFY_DEBOUNCE", "OAUTH_NOTIFY_REMINDER_INTERVAL"):
-    if _name in env:
-        globals()[_name] = env.float(_name)
-if "OAUTH_WEBHOOK_RETRY_SCHEDULE" in env:
-    OAUTH_WEBHOOK_RETRY_SCHEDULE = [float(v) for v in env.list("OAUTH_WEBHOOK_RETRY_SCHEDULE")]
-for _name in (
-    "OAUTH_HEARTBEAT_WINDOW",
-    "OAUTH_HEARTBEAT_CONCURRENCY",
-    "OAUTH_ACCESS_TOKEN_MARGIN",
-    "OAUTH_REFRESH_FAILURES_BEFORE_FAILING",
-    "OAUTH_HTTP_TIMEOUT",
-    "OAUTH_REFRESH_BACKOFF",
-):
-    if _name in env:
-        globals()[_name] = env.float(_name)
-for _name in (  # counts (docs/token-lifecycle.md)
-    "OAUTH_REFRESH_RETRIES",
-    "OAUTH_HEARTBEAT_PROCESSES",
-    "OAUTH_HEARTBEAT_TASKS_PER_SWEEP",
-    "OAUTH_HEARTBEAT_MAX_BATCH",
-):
-    if _name in env:
-        globals()[_name] = env.int(_name)
+_from_env(env.float, "OAUTH_NOTIFY_DEBOUNCE", "OAUTH_NOTIFY_REMINDER_INTERVAL")
+_from_env(lambda name: env.list(name, cast=float), "OAUTH_WEBHOOK_RETRY_SCHEDULE")
+_from_env(
+    env.float, "OAUTH_HEARTBEAT_WINDOW", "OAUTH_HEARTBEAT_CONCURRENCY", "OAUTH_ACCESS_TOKEN_MARGIN",
+    "OAUTH_REFRESH_FAILURES_BEFORE_FAILING", "OAUTH_HTTP_TIMEOUT", "OAUTH_REFRESH_BACKOFF",
+)
+_from_env(  # counts (docs/token-lifecycle.md)
+    env.int, "OAUTH_REFRESH_RETRIES", "OAUTH_HEARTBEAT_PROCESSES",
+    "OAUTH_HEARTBEAT_TASKS_PER_SWEEP", "OAUTH_HEARTBEAT_MAX_BATCH",
+)
 
 # --- auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -40,6 +40,7 @@ def test_production_start_without_a_required_secret_stops_with_one_clear_line(mi
     ("OAUTH_HEARTBEAT_CONCURRENCY", "sixty-four", "a number"),
     ("OAUTH_HEARTBEAT_MAX_BATCH", "2.5", "a whole number"),
     ("SECURE_HSTS_SECONDS", "a year", "a whole number"),
+    ("OAUTH_WEBHOOK_RETRY_SCHEDULE", "10,soon", "a comma-separated list, each a number"),
 ])
 def test_a_setting_that_is_not_a_number_stops_start_up_naming_it(name, value, kind):
     env = {"DEBUG": "0", "SECRET_KEY": "x" * 60, "OAUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),

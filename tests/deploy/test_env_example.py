@@ -8,7 +8,7 @@ from tests.factories import ROOT
 
 def settings_variables() -> set[str]:
     """Every name butlers/settings.py reads from the environment (env.str("X"), "X" in env,
-    loops over names read with env.*, os.environ.get("X"))."""
+    the names given to _from_env, loops over names read with env.*, os.environ.get("X"))."""
     tree = ast.parse((ROOT / "butlers" / "settings.py").read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -22,6 +22,8 @@ def settings_variables() -> set[str]:
         if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
             if any(isinstance(c, ast.Name) and c.id == "env" for c in node.comparators):
                 names.add(node.left.value)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_from_env":
+            names.update(a.value for a in node.args if isinstance(a, ast.Constant))
         if isinstance(node, ast.For) and isinstance(node.iter, ast.Tuple) and "env." in ast.unparse(node):
             names.update(e.value for e in node.iter.elts if isinstance(e, ast.Constant))
     return {n for n in names if re.fullmatch(r"[A-Z][A-Z0-9_]+", n)}
