@@ -217,10 +217,9 @@ def _connection_room(wanted: int) -> int:
     except DatabaseError as exc:  # the sweep itself will say what is wrong with the database
         logger.warning("Could not read PostgreSQL's connection limit", error=type(exc).__name__)
         return wanted
-    room = limit - reserved - in_use - max(CONNECTIONS_LEFT_FREE, limit // 10)
+    room = max(1, limit - reserved - in_use - max(CONNECTIONS_LEFT_FREE, limit // 10))
     if room >= wanted:
-        return wanted
-    room = max(1, room)
+        return wanted  # (one thread always runs: a sweep of one account is never held back)
     logger.warning(
         "OAUTH_HEARTBEAT_CONCURRENCY is more than PostgreSQL has connections for: this sweep "
         "runs fewer at once. Raise max_connections in postgresql.conf or lower "
