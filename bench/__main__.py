@@ -70,9 +70,13 @@ def _pyspy(pid: int, name: str) -> subprocess.Popen | None:
     """Start ``py-spy record`` on ``pid`` and its children when BENCH_PYSPY_DIR is set."""
     if not PYSPY_DIR:
         return None
+    pyspy = Path(sys.executable).parent / "py-spy"
+    if not pyspy.exists():
+        raise SystemExit(f"BENCH_PYSPY_DIR needs py-spy in this environment: {sys.executable} -m "
+                         "pip install py-spy (or unset BENCH_PYSPY_DIR)")
     Path(PYSPY_DIR).mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(  # noqa: S603
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+        [str(pyspy), "record", "--pid", str(pid), "--subprocesses",
          "--rate", os.environ.get("BENCH_PYSPY_RATE", "100"), "--gil", "--format", "raw",
          "--output", str(Path(PYSPY_DIR) / f"{name}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
