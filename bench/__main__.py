@@ -382,7 +382,7 @@ def _report(
 
 
 #: CPU of ended children already counted (RUSAGE_CHILDREN only grows).
-_CHILD_CPU = {"before": 0.0}
+_CHILD_CPU = {"before": 0.0, "system": 0.0}
 VERBOSE = os.environ.get("BENCH_VERBOSE") == "1"
 
 
@@ -398,7 +398,7 @@ def _child_cpu_baseline() -> None:
 def _child_cpu_taken(ru) -> tuple[float, float]:
     """CPU seconds (all, and in the kernel) of the children waited for since the baseline."""
     cpu = ru.ru_utime + ru.ru_stime - _CHILD_CPU["before"]
-    system = ru.ru_stime - _CHILD_CPU.get("system", 0.0)
+    system = ru.ru_stime - _CHILD_CPU["system"]
     _CHILD_CPU["before"], _CHILD_CPU["system"] = ru.ru_utime + ru.ru_stime, ru.ru_stime
     return cpu, system
 

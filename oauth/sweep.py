@@ -204,8 +204,8 @@ def _connection_room(wanted: int) -> int:
     """How many threads (each holding a connection while its refresh is in flight) the database
     has room for, at most ``wanted``: PostgreSQL refuses connections past max_connections, and a
     thread refused one would fail its credentials. Warns, naming both settings, when it is fewer."""
-    if connection.vendor != "postgresql":
-        return wanted
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return wanted  # (in a caller's transaction the sweep runs on that one connection)
     try:
         with connection.cursor() as cursor:
             cursor.execute(

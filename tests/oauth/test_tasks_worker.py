@@ -55,6 +55,11 @@ def _start_worker(env) -> tuple[subprocess.Popen, list[str]]:
     return worker, lines
 
 
+def _celery_task_lines(lines: list[str]) -> str:
+    """Celery's own per-task lines of a worker's log ("received", "succeeded in")."""
+    return "".join(line for line in lines if " received" in line or " succeeded in " in line)
+
+
 def _wait_for(predicate, *, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,9 +112,7 @@ def test_a_worker_logs_one_line_per_heartbeat_keeps_retries_and_reuses_its_conne
 
     # the runbook's line per refresh, and no Celery pair per heartbeat
     assert log.count("Refreshed access token") == 2
-    assert "credential_heartbeat" not in "".join(
-        line for line in lines if " received" in line or " succeeded in " in line
-    )
+    assert "credential_heartbeat" not in _celery_task_lines(lines)
     # the sweep task itself and the retry of the failing heartbeat are still logged
     assert "oauth.tasks.heartbeat_sweep" in log and "succeeded in" in log
     assert any("credential_heartbeat" in line and "Retry in" in line for line in lines), log
@@ -140,7 +143,5 @@ def test_a_large_sweeps_batches_log_one_line_per_heartbeat_too(worker_env, fake_
 
     assert "per_task=3" in log, log  # one heartbeat_batch task of the three credentials
     assert log.count("Refreshed access token") == 3
-    assert "heartbeat_batch" not in "".join(
-        line for line in lines if " received" in line or " succeeded in " in line
-    ), log
+    assert "heartbeat_batch" not in _celery_task_lines(lines), log
     assert "oauth.tasks.heartbeat_sweep" in log  # the sweep task itself is still logged
