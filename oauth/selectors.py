@@ -16,7 +16,13 @@ from . import scopes as scope_catalogue
 from .app_settings import oauth_settings
 from .encryption import Secret
 from .exceptions import AccountNotFound, CredentialError, EnvCredentialInvalid, NotConfigured
-from .models import PRIMARY_CREDENTIAL_KEY, GoogleCredential, OAuthClient, operator_state
+from .models import (
+    PRIMARY_CREDENTIAL_KEY,
+    GoogleCredential,
+    OAuthClient,
+    operator_state,
+    primary_to_front,
+)
 
 logger = logging.getLogger("oauth.credentials")
 
@@ -114,14 +120,14 @@ def credential_standings() -> list[CredentialStanding]:
     a row whose metadata lists no scopes falls back to the M2M, as
     :meth:`GoogleCredential.granted_scope_list` does.
     """
-    rows = list(
+    rows = primary_to_front(list(
         GoogleCredential.objects.with_judged_columns().values_list(
-            "pk", "state", "revoked", "own_secret", "recorded_scopes", "last_error_code"
+            "primary", "pk", "state", "revoked", "own_secret", "recorded_scopes", "last_error_code"
         )
-    )
+    ))
     parsed: dict[str | None, tuple[str, ...] | None] = {}
     granted: dict[int, tuple[str, ...] | None] = {}
-    for pk, _stored, _revoked, _own_secret, raw, _code in rows:
+    for _primary, pk, _stored, _revoked, _own_secret, raw, _code in rows:
         if raw not in parsed:
             parsed[raw] = _recorded_scopes(raw)
         granted[pk] = parsed[raw]
@@ -139,7 +145,7 @@ def credential_standings() -> list[CredentialStanding]:
     required = oauth_settings.OAUTH_REQUIRED_SCOPES
     lacking: dict[tuple[str, ...], bool] = {}
     standings = []
-    for pk, stored, revoked, own_secret, _raw, code in rows:
+    for _primary, pk, stored, revoked, own_secret, _raw, code in rows:
         scopes = granted[pk]
         if scopes not in lacking:
             lacking[scopes] = bool(

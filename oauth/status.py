@@ -33,7 +33,14 @@ from django.utils import timezone
 
 from . import scopes as scope_catalogue
 from .app_settings import oauth_settings
-from .models import AuditAction, AuditEvent, CredentialState, GoogleCredential, operator_state
+from .models import (
+    AuditAction,
+    AuditEvent,
+    CredentialState,
+    GoogleCredential,
+    operator_state,
+    primary_to_front,
+)
 from .selectors import ClientConfig, credential_states, oauth_client_get_or_none
 from .tokens.stored import expired_remediation
 
@@ -162,13 +169,13 @@ class _RemediationView:
         self.__dict__.update(fields)
 
 
-#: The columns of :func:`_public_rows`, in order: what an entry is judged and worded from, then
-#: two that are the same on every row.
+#: The columns of :func:`_public_rows`, in order: whether the row is the primary's, what an entry
+#: is judged and worded from, then two that are the same on every row.
 _ENTRY_COLUMNS = (
     "state", "revoked", "own_secret", "recorded_scopes", "last_error_code", "consecutive_failures",
     "risc_detail", "issued", "died", "client_saved",
 )
-_PUBLIC_COLUMNS = (*_ENTRY_COLUMNS, "stream_verified")
+_PUBLIC_COLUMNS = ("primary", *_ENTRY_COLUMNS, "stream_verified")
 
 
 def _public_rows_query():
@@ -208,10 +215,11 @@ def _public_rows_sql() -> tuple[str, tuple]:
 
 
 def _public_rows() -> list[tuple]:
+    """The rows of :data:`_PUBLIC_COLUMNS`, the primary first (:func:`primary_to_front`)."""
     sql, params = _public_rows_sql()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return primary_to_front(cursor.fetchall())
 
 
 def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
@@ -231,7 +239,7 @@ def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
         found = known.get(row)
         if found is None:
             found = known[row] = _public_entry(
-                *row[:-1], required=required, client_from_settings=client_from_settings
+                *row[1:-1], required=required, client_from_settings=client_from_settings
             )
         entries.append(found)
     return entries, bool(rows and rows[0][-1])

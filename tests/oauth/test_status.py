@@ -13,7 +13,7 @@ from django.utils import timezone
 from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
 from oauth.models import AuditAction
 from oauth.services import audit_record
-from oauth.status import status_payload
+from oauth.status import status_json, status_payload
 
 CALENDAR = "https://www.googleapis.com/auth/calendar"
 PRIVATE_KEYS = {"email", "credential_key", "consented_at", "last_refreshed_at", "last_used_at",
@@ -73,6 +73,30 @@ def test_accounts_list_the_primary_first_and_google_repeats_it(configured, crede
     payload = status_payload(include_private=True)
     assert [a["email"] for a in payload["accounts"]] == ["alice@example.com", "zed@example.com"]
     assert payload["google"] == payload["accounts"][0]
+
+
+def test_the_anonymous_list_also_puts_the_primary_first_whenever_it_was_connected(
+    configured, credential_factory
+):
+    # The anonymous list is read in the order of the rows' ids, the primary moved up after.
+    credential_factory(email="zed@example.com", credential_key="google:zed@example.com")
+    credential_factory(email="alice@example.com", credential_key="google", state="expired")
+    credential_factory(email="bob@example.com", credential_key="google:bob@example.com",
+                       scopes=("openid", "email", "gmail.modify"))
+    payload = status_payload(include_private=False)
+    assert [a["state"] for a in payload["accounts"]] == ["expired", "connected", "missing_scope"]
+    assert payload["google"] == payload["accounts"][0]
+    assert json.loads(status_json(include_private=False)) == payload
+
+
+def test_scopes_changed_after_the_grant_show_in_the_anonymous_status(configured, credential_factory):
+    from oauth.services import credential_set_scopes
+
+    credential = credential_factory(email="alice@example.com")
+    credential_set_scopes(credential=credential, scopes=("openid", "email", "gmail.modify"))
+    google = json.loads(status_json(include_private=False))["google"]
+    assert google["state"] == "missing_scope"
+    assert CALENDAR not in google["scopes_granted"] and google["missing_scopes"] == [CALENDAR]
 
 
 def test_partial_grant_is_missing_scope_naming_calendar(configured, credential_factory):
