@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
+from django.db.models.functions import MD5
 
 from . import scopes as scope_catalogue
 from .fields import EncryptedSecretField
@@ -115,6 +116,32 @@ def primary_to_front(rows: list, *, primary: int = 0) -> list:
     return rows
 
 
+#: scopes digest -> the scope list's JSON text. A digest names one list for good, so the map is
+#: never stale; it holds one entry per distinct list ever seen (a handful).
+_scope_lists: dict[str, str] = {}
+
+
+def recorded_scope_lists(digests: Iterable[str | None]) -> dict[str | None, str | None]:
+    """The metadata's scope list (JSON text) of each :attr:`GoogleCredential.scopes_digest` in
+    ``digests``: from memory, and in one query for those this process has not seen yet. None maps
+    to None (a row whose metadata lists no scopes), as does a digest no row holds any more."""
+    found: dict[str | None, str | None] = {None: None}
+    missing = []
+    for digest in digests:
+        if digest is not None:
+            text = _scope_lists.get(digest)
+            if text is None:
+                missing.append(digest)
+            found[digest] = text
+    if missing:
+        for digest, text in (
+            GoogleCredential.objects.filter(scopes_digest__in=missing).order_by()
+            .values_list("scopes_digest").annotate(text=models.Min(KT("credentials__scopes")))
+        ):
+            _scope_lists[digest] = found[digest] = text
+    return found
+
+
 class GoogleCredentialQuerySet(models.QuerySet):
     def primary_first(self) -> GoogleCredentialQuerySet:
         """The order of every account list: the primary, then the others as they were connected
@@ -129,8 +156,8 @@ class GoogleCredentialQuerySet(models.QuerySet):
 
     def with_judged_columns(self) -> GoogleCredentialQuerySet:
         """In pk order, with what :func:`operator_state` reads beside the stored state as plain
-        columns: ``recorded_scopes`` (the metadata's scope list, JSON text), ``revoked`` and
-        ``own_secret``; and ``primary``, for :func:`primary_to_front`. For lists that judge
+        columns: ``scopes_digest`` (for :func:`recorded_scope_lists`), ``revoked`` and ``own_secret``;
+        and ``primary``, for :func:`primary_to_front`. For lists that judge
         thousands of rows without a model instance each: PostgreSQL reads them along the primary
         key's index, where ordering them by an expression would sort them all (at 3,000 accounts,
         more than the rest of the query)."""
@@ -196,10 +223,12 @@ class GoogleCredential(models.Model):
         default=dict, blank=True,
         help_text="Non-secret metadata: client_id, token_uri, email, scopes. Never a secret.",
     )
-    #: The metadata's scope list as JSON text, kept by the database on every write: the lists that
-    #: judge thousands of rows read it as a plain column instead of taking each row's JSON apart.
-    recorded_scopes = models.GeneratedField(
-        expression=KT("credentials__scopes"), output_field=models.TextField(), db_persist=True,
+    #: The md5 of the metadata's scope list (its JSON text; NULL without one), kept by the database
+    #: on every write. Lists that judge thousands of rows read these 32 characters instead of taking
+    #: each row's JSON apart, and each distinct list once (:func:`recorded_scope_lists`).
+    scopes_digest = models.GeneratedField(
+        expression=MD5(KT("credentials__scopes")), output_field=models.CharField(max_length=32),
+        db_persist=True,
     )
     email = models.EmailField(blank=True, default="")
     source = models.CharField(

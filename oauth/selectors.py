@@ -22,6 +22,7 @@ from .models import (
     OAuthClient,
     operator_state,
     primary_to_front,
+    recorded_scope_lists,
 )
 
 logger = logging.getLogger("oauth.credentials")
@@ -112,7 +113,7 @@ class CredentialStanding(NamedTuple):
 
 def credential_standings() -> list[CredentialStanding]:
     """Every stored account's id, operator state and last error code, the primary first, in at
-    most three queries whatever their number.
+    most four queries whatever their number.
 
     The rule of :func:`credential_states` (:func:`oauth.models.operator_state`) judged from a few
     columns instead of whole rows (no secret, no model instance), so the dashboard can count and
@@ -122,15 +123,16 @@ def credential_standings() -> list[CredentialStanding]:
     """
     rows = primary_to_front(list(
         GoogleCredential.objects.with_judged_columns().values_list(
-            "primary", "pk", "state", "revoked", "own_secret", "recorded_scopes", "last_error_code"
+            "primary", "pk", "state", "revoked", "own_secret", "scopes_digest", "last_error_code"
         )
     ))
     parsed: dict[str | None, tuple[str, ...] | None] = {}
     granted: dict[int, tuple[str, ...] | None] = {}
-    for _primary, pk, _stored, _revoked, _own_secret, raw, _code in rows:
-        if raw not in parsed:
-            parsed[raw] = _recorded_scopes(raw)
-        granted[pk] = parsed[raw]
+    scope_lists = recorded_scope_lists({row[5] for row in rows})
+    for _primary, pk, _stored, _revoked, _own_secret, digest, _code in rows:
+        if digest not in parsed:
+            parsed[digest] = _recorded_scopes(scope_lists[digest])
+        granted[pk] = parsed[digest]
     unrecorded = {pk for pk, scopes in granted.items() if scopes is None}
     if unrecorded:
         from_m2m: dict[int, list[str]] = {pk: [] for pk in unrecorded}

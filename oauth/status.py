@@ -40,6 +40,7 @@ from .models import (
     GoogleCredential,
     operator_state,
     primary_to_front,
+    recorded_scope_lists,
 )
 from .selectors import ClientConfig, credential_states, oauth_client_get_or_none
 from .tokens.stored import expired_remediation
@@ -172,10 +173,11 @@ class _RemediationView:
 #: The columns of :func:`_public_rows`, in order: whether the row is the primary's, what an entry
 #: is judged and worded from, then two that are the same on every row.
 _ENTRY_COLUMNS = (
-    "state", "revoked", "own_secret", "recorded_scopes", "last_error_code", "consecutive_failures",
+    "state", "revoked", "own_secret", "scopes_digest", "last_error_code", "consecutive_failures",
     "risc_detail", "issued", "died", "client_saved",
 )
 _PUBLIC_COLUMNS = ("primary", *_ENTRY_COLUMNS, "stream_verified")
+_DIGEST = _PUBLIC_COLUMNS.index("scopes_digest")
 
 
 def _public_rows_query():
@@ -235,22 +237,26 @@ def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
     known: dict[tuple, tuple[dict[str, Any], str]] = {}
     entries = []
     rows = _public_rows()
+    scope_lists = recorded_scope_lists({row[_DIGEST] for row in rows})
     for row in rows:  # the whole row is the key: its last column is the same on every row
         found = known.get(row)
         if found is None:
             found = known[row] = _public_entry(
-                *row[1:-1], required=required, client_from_settings=client_from_settings
+                *row[1:-1], required=required, client_from_settings=client_from_settings,
+                scope_lists=scope_lists,
             )
         entries.append(found)
     return entries, bool(rows and rows[0][-1])
 
 
 def _public_entry(
-    stored, revoked, own_secret, raw_scopes, code, failures, risc_detail, issued, died,
+    stored, revoked, own_secret, scopes_digest, code, failures, risc_detail, issued, died,
     client_saved, *, required: tuple[str, ...], client_from_settings: bool,
+    scope_lists: dict[str | None, str | None],
 ) -> tuple[dict[str, Any], str]:
     """One entry (and its JSON) from the columns of :data:`_ENTRY_COLUMNS`."""
     client_configured = client_from_settings or client_saved
+    raw_scopes = scope_lists[scopes_digest]
     granted = sorted(json.loads(raw_scopes)) if raw_scopes else []
     missing = scope_catalogue.missing_scopes(granted=granted, required=required)
     state = operator_state(

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.factories import ACCESS_TOKEN, CLIENT_SECRET, REFRESH_TOKEN
-from oauth.models import AuditAction
+from oauth.models import AuditAction, _scope_lists
 from oauth.services import audit_record
 from oauth.status import status_json, status_payload
 
@@ -167,6 +167,7 @@ def test_status_never_calls_google(configured, credential_factory):
 
 
 def _count_queries(include_private: bool) -> int:
+    _scope_lists.clear()  # as in a process that has not read any scope list yet
     with CaptureQueriesContext(connection) as queries:
         status_payload(include_private=include_private)
     return len(queries)
@@ -183,3 +184,17 @@ def test_status_makes_the_same_number_of_queries_for_1_and_50_accounts(configure
     fifty = _count_queries(True), _count_queries(False)
     assert one == fifty
     assert one[0] <= 5  # credentials, scopes, client, last consent, RISC stream verification
+    assert one[1] <= 2  # the judged columns; the scope lists this process has not seen yet
+
+
+def test_each_distinct_scope_list_is_read_once_per_process(configured, credential_factory):
+    for n in range(20):
+        credential_factory(email=f"member{n}@example.com",
+                           scopes=("gmail.modify", "calendar") if n % 2 else ("gmail.readonly",))
+    cold = _count_queries(False)
+    with CaptureQueriesContext(connection) as queries:
+        warm = status_payload(include_private=False)
+    assert len(queries) == cold - 1  # the two scope lists come from memory now
+    assert warm == status_payload(include_private=False)
+    assert sorted({len(a["scopes_granted"]) for a in warm["accounts"]}) == [1, 2]
+    assert sum(CALENDAR in a["scopes_granted"] for a in warm["accounts"]) == 10
