@@ -156,11 +156,11 @@ class GoogleCredentialQuerySet(models.QuerySet):
 
     def with_judged_columns(self) -> GoogleCredentialQuerySet:
         """In pk order, with what :func:`operator_state` reads beside the stored state as plain
-        columns: ``scopes_digest`` (for :func:`recorded_scope_lists`), ``revoked`` and ``own_secret``;
-        and ``primary``, for :func:`primary_to_front`. For lists that judge
-        thousands of rows without a model instance each: PostgreSQL reads them along the primary
-        key's index, where ordering them by an expression would sort them all (at 3,000 accounts,
-        more than the rest of the query)."""
+        columns (``scopes_digest`` for :func:`recorded_scope_lists`, ``revoked``, ``own_secret``)
+        and ``primary`` for :func:`primary_to_front`. For lists that judge thousands of rows
+        without a model instance each: PostgreSQL reads them along the primary key's index, where
+        ordering them by an expression would sort them all (at 3,000 accounts, more than the rest
+        of the query)."""
         return self.order_by("pk").annotate(
             primary=models.ExpressionWrapper(
                 Q(credential_key=PRIMARY_CREDENTIAL_KEY), output_field=models.BooleanField()

@@ -128,7 +128,7 @@ def credential_standings() -> list[CredentialStanding]:
     ))
     parsed: dict[str | None, tuple[str, ...] | None] = {}
     granted: dict[int, tuple[str, ...] | None] = {}
-    scope_lists = recorded_scope_lists({row[5] for row in rows})
+    scope_lists = recorded_scope_lists({digest for *_, digest, _code in rows})
     for _primary, pk, _stored, _revoked, _own_secret, digest, _code in rows:
         if digest not in parsed:
             parsed[digest] = _recorded_scopes(scope_lists[digest])

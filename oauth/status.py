@@ -2,9 +2,11 @@
 
 It reads stored state only (it never calls Google) in a fixed number of queries whatever the number
 of accounts. The anonymous payload is one query of the columns it is judged from
-(:func:`_public_rows`); accounts in the same situation share one entry, worded and encoded as JSON
-once (:func:`status_json`), so 3,000 accounts cost a query and a join. The staff payload reads the
-credentials (scopes from each row's metadata), the OAuth client and the last consent outcome.
+(:func:`_public_rows`), each scope list read once per process by its digest
+(:func:`oauth.models.recorded_scope_lists`); accounts in the same situation share one entry,
+worded and encoded as JSON once (:func:`status_json`), so 3,000 accounts cost a query and a join.
+The staff payload reads the credentials (scopes from each row's metadata), the OAuth client and
+the last consent outcome.
 
 Shape (DESIGN.md)::
 
