@@ -189,8 +189,8 @@ def credential_get(*, account: str | None = None) -> GoogleCredential:
             )
         return credential
     credential = queryset.filter(credential_key=PRIMARY_CREDENTIAL_KEY).first()
-    if credential is None:
-        credential = queryset.order_by("created_at", "pk").first()
+    if credential is None:  # the first account stored, as the status's "google" entry reads it
+        credential = queryset.order_by("pk").first()
     if credential is None:
         raise CredentialError()
     return credential
