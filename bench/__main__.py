@@ -728,6 +728,8 @@ def bench_status(fake: FakeGoogleProcess) -> None:
     import socket
     import urllib.request
 
+    from django.db import connection
+
     from oauth.models import GoogleCredential
 
     log("\n== status under gunicorn (anonymous, each round the median of %d calls of each path in "
@@ -749,8 +751,6 @@ def bench_status(fake: FakeGoogleProcess) -> None:
                     state=["connected", "expired", "missing_scope"][i % 3],
                 ) for i in range(have, size)], batch_size=1000,
             )
-            from django.db import connection
-
             with connection.cursor() as cursor:  # as autovacuum would have by the time they serve
                 cursor.execute(f"ANALYZE {GoogleCredential._meta.db_table}")
         with socket.socket() as probe:

@@ -35,7 +35,6 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 
-
 def _stop(message: str) -> None:
     """Stop start-up with one clear line, never a traceback."""
     sys.stderr.write(f"butlers: configuration error: {message}\n")
