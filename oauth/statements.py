@@ -22,8 +22,12 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
+from psycopg.pq import TransactionStatus
 
 from .models import AuditEvent
+
+
+_IDLE = TransactionStatus.IDLE
 
 
 # --- the locked read ---------------------------------------------------------------------------------
@@ -44,12 +48,38 @@ def _locked_select(model) -> tuple[str, list[str], list[tuple[int, list, Any]]]:
     return sql, names, converters
 
 
+def _own_transaction() -> bool:
+    """Whether the block running now is one outermost ``transaction.atomic()`` on PostgreSQL (not
+    a savepoint, not inside a caller's transaction): its BEGIN and COMMIT are then ours to send."""
+    return (
+        connection.vendor == "postgresql"
+        and len(connection.atomic_blocks) == 1
+        and not connection.savepoint_ids
+        and not connection.needs_rollback
+    )
+
+
 def row_locked(model, pk: int):
     """The row ``pk`` of ``model``, locked until the transaction ends; ``model.DoesNotExist`` if
-    it is gone. Must run inside ``transaction.atomic()``."""
+    it is gone. Must run inside ``transaction.atomic()``.
+
+    At the start of an outermost transaction on PostgreSQL, the BEGIN goes in the same round trip
+    as the read (psycopg would otherwise send it alone first, and wait for its answer): the
+    driver is told not to begin one itself (its autocommit, which Django's bookkeeping does not
+    read), and the server is in the transaction from the BEGIN on; Django's commit or rollback at
+    the end of the block ends it as usual.
+    """
     sql, names, converters = _locked_select(model)
+    connection.ensure_connection()
+    raw = connection.connection
+    begin = _own_transaction() and not raw.autocommit and raw.info.transaction_status == _IDLE
+    if begin:
+        raw.autocommit = True  # (allowed while idle; Django sets it back when the block ends)
+        sql = "BEGIN; " + sql
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk])
+        if begin:
+            cursor.nextset()  # past the BEGIN's result, to the row's
         row = cursor.fetchone()
     if row is None:
         raise model.DoesNotExist(f"{model.__name__} matching query does not exist.")
@@ -76,11 +106,19 @@ def update_sql(model, fields: tuple[str, ...]) -> tuple[str, list]:
     )
 
 
-def row_store(instance, fields) -> None:
-    """``instance.save(update_fields=fields)`` in one UPDATE compiled once per set of fields."""
+def row_store(instance, fields, *, last: bool = False) -> None:
+    """``instance.save(update_fields=fields)`` in one UPDATE compiled once per set of fields.
+
+    ``last``: nothing else is written in this transaction. When it is an outermost one on
+    PostgreSQL, its COMMIT is sent with the UPDATE (one round trip, and the row lock released as
+    soon as the write is durable); Django's commit at the end of the block then finds the
+    transaction ended and sends nothing, and its ``on_commit`` callbacks run as usual.
+    """
     model = type(instance)
     names = tuple(dict.fromkeys(fields))
     sql, concrete = update_sql(model, names)
+    if last and _own_transaction():
+        sql += "; COMMIT"
     pre_save.send(sender=model, instance=instance, raw=False, using="default",
                   update_fields=frozenset(names))
     values = [field.get_db_prep_save(field.pre_save(instance, False), connection)

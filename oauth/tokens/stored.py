@@ -372,7 +372,7 @@ def _attempt(
             row_store(row, row.record_refresh_success(
                 now=done, access_token=result.access_token, expires_at=result.expires_at(now=done),
                 refresh_token=result.refresh_token,
-            ))
+            ), last=True)
         rotation_failed = None
     except DatabaseError:
         if rotation_failed is None:

@@ -589,3 +589,93 @@ def test_a_refresh_after_a_failure_clears_the_last_error(
     assert status["last_error_code"] == "" and status["last_error_detail"] == ""
     assert status["consecutive_failures"] == 0
     assert "Last error" not in staff_client.get("/").content.decode()
+
+
+# --- the refresh's transaction: its BEGIN and COMMIT travel with its statements -------------------------
+def _lock_is_free(pk: int) -> bool:
+    """Whether another connection can lock the row at once (NOWAIT): the refresh released it."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as other:
+        try:
+            other.execute(
+                "SELECT id FROM google_oauth_credentials WHERE id = %s FOR UPDATE NOWAIT", [pk]
+            )
+        except psycopg.errors.LockNotAvailable:
+            return False
+    return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_on_its_own_sends_begin_with_the_read_and_commit_with_the_write(
+    fake_google, stale_credential
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from oauth.tokens.stored import oauth_client
+
+    credential = stale_credential()
+    oauth_client()  # read once, then remembered for a few seconds
+
+    with CaptureQueriesContext(connection) as queries:
+        token = access_token_get(actor="process:test")
+
+    sent = [q["sql"] for q in queries]
+    (locked,) = [i for i, sql in enumerate(sent) if "FOR UPDATE" in sql]
+    (written,) = [i for i, sql in enumerate(sent) if sql.endswith("; COMMIT")]
+    assert sent[locked].startswith('BEGIN; SELECT "google_oauth_credentials"')
+    assert sent[written].startswith('UPDATE "google_oauth_credentials"')
+    assert written == locked + 1  # the lock is held for these two round trips and Google's answer
+    assert not connection.in_atomic_block and connection.connection.autocommit
+    row = reload(credential)  # stored, and the lock released with the commit
+    assert row.access_token.reveal() == token.value
+    assert _lock_is_free(credential.pk)
+    assert AuditEvent.objects.filter(action=AuditAction.REFRESHED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_on_its_own_that_google_refuses_stores_the_failure_and_frees_the_row(
+    fake_google, stale_credential
+):
+    credential = stale_credential()
+    fake_google.expire_grant("alice@example.com")
+
+    with pytest.raises(ReconsentRequired):
+        access_token_get(actor="process:test")
+
+    row = reload(credential)
+    assert row.state == "expired" and row.last_error_code == "invalid_grant"
+    assert row.access_token.reveal() == ACCESS_TOKEN  # nothing lost
+    assert _lock_is_free(credential.pk)
+    # and the connection goes on as usual: the next statements are plain, committed ones
+    access_token_cache_invalidate(credential=row)
+    GoogleCredential.objects.filter(pk=credential.pk).update(state="connected")
+    assert reload(credential).state == "connected"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_inside_a_callers_transaction_never_commits_it(fake_google, stale_credential):
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    credential = stale_credential()
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo), CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            access_token_get(actor="process:test")
+            raise Undo  # the caller rolls its transaction back
+
+    sent = " ".join(q["sql"] for q in queries)
+    assert "BEGIN;" not in sent and "; COMMIT" not in sent
+    assert fake_google.refreshes_for("alice@example.com") == 1
+    row = reload(credential)
+    assert row.access_token.reveal() == ACCESS_TOKEN  # the refresh went with the caller's rollback
+    assert not AuditEvent.objects.filter(action=AuditAction.REFRESHED).exists()

@@ -224,11 +224,11 @@ def test_finding_05_a_rotated_refresh_token_survives_a_failed_write(
     original_store = stored.row_store
     failures = {"left": 1}
 
-    def store_failing_once(row, fields):  # the refresh's own write (one plain UPDATE)
+    def store_failing_once(row, fields, **how):  # the refresh's own write (one plain UPDATE)
         if "refresh_token" in fields and failures["left"]:
             failures["left"] -= 1
             raise OperationalError("server closed the connection unexpectedly")
-        return original_store(row, fields)
+        return original_store(row, fields, **how)
 
     monkeypatch.setattr(stored, "row_store", store_failing_once)
 
@@ -265,10 +265,10 @@ def test_finding_05_a_rotated_token_that_could_not_be_written_is_used_by_the_nex
 
     original_store = stored.row_store
 
-    def store_failing(row, fields):  # the refresh's own write (one plain UPDATE)
+    def store_failing(row, fields, **how):  # the refresh's own write (one plain UPDATE)
         if "refresh_token" in fields:
             raise OperationalError("the database is down")
-        return original_store(row, fields)
+        return original_store(row, fields, **how)
 
     monkeypatch.setattr(GoogleCredential, "save", save_failing)
     monkeypatch.setattr(stored, "row_store", store_failing)
