@@ -50,7 +50,8 @@ def _locked_select(model) -> tuple[str, list[str], list[tuple[int, list, Any]]]:
 
 def _own_transaction() -> bool:
     """Whether the block running now is one outermost ``transaction.atomic()`` on PostgreSQL (not
-    a savepoint, not inside a caller's transaction): its BEGIN and COMMIT are then ours to send."""
+    a savepoint, not inside a caller's transaction): its BEGIN and COMMIT are then ours to send.
+    (Inside a caller's ``set_autocommit(False)``, Django makes the block a savepoint too.)"""
     return (
         connection.vendor == "postgresql"
         and len(connection.atomic_blocks) == 1

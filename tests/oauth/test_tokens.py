@@ -659,7 +659,8 @@ def test_a_refresh_on_its_own_that_google_refuses_stores_the_failure_and_frees_t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refresh_inside_a_callers_transaction_never_commits_it(fake_google, stale_credential):
+@pytest.mark.parametrize("how", ["atomic", "set_autocommit"])
+def test_a_refresh_inside_a_callers_transaction_never_commits_it(fake_google, stale_credential, how):
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
@@ -668,10 +669,18 @@ def test_a_refresh_inside_a_callers_transaction_never_commits_it(fake_google, st
     class Undo(Exception):
         pass
 
-    with pytest.raises(Undo), CaptureQueriesContext(connection) as queries:
-        with transaction.atomic():
-            access_token_get(actor="process:test")
-            raise Undo  # the caller rolls its transaction back
+    with CaptureQueriesContext(connection) as queries:
+        if how == "atomic":
+            with pytest.raises(Undo), transaction.atomic():
+                access_token_get(actor="process:test")
+                raise Undo  # the caller rolls its transaction back
+        else:
+            transaction.set_autocommit(False)
+            try:
+                access_token_get(actor="process:test")
+                transaction.rollback()  # the caller's own decision
+            finally:
+                transaction.set_autocommit(True)
 
     sent = " ".join(q["sql"] for q in queries)
     assert "BEGIN;" not in sent and "; COMMIT" not in sent
