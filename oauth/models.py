@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -116,29 +117,43 @@ def primary_to_front(rows: list, *, primary: int = 0) -> list:
     return rows
 
 
-#: scopes digest -> the scope list's JSON text. A digest names one list for good, so the map is
-#: never stale; it holds one entry per distinct list ever seen (a handful).
-_scope_lists: dict[str, str] = {}
+#: scopes digest -> the scope list it names, parsed. A digest names one list for good, so the map
+#: is never stale; it holds one entry per distinct list ever seen (a handful).
+_scope_lists: dict[str, tuple[str, ...] | None] = {}
 
 
-def recorded_scope_lists(digests: Iterable[str | None]) -> dict[str | None, str | None]:
-    """The metadata's scope list (JSON text) of each :attr:`GoogleCredential.scopes_digest` in
-    ``digests``: from memory, and in one query for those this process has not seen yet. None maps
-    to None (a row whose metadata lists no scopes), as does a digest no row holds any more."""
-    found: dict[str | None, str | None] = {None: None}
+def recorded_scopes(raw: str | None) -> tuple[str, ...] | None:
+    """The scopes a row's metadata lists (its JSON text), sorted; None when it lists none."""
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return tuple(sorted(value)) if isinstance(value, list) else None
+
+
+def recorded_scope_lists(
+    digests: Iterable[str | None],
+) -> dict[str | None, tuple[str, ...] | None]:
+    """The metadata's scope list (:func:`recorded_scopes`) of each
+    :attr:`GoogleCredential.scopes_digest` in ``digests``: from memory, and in one query for those
+    this process has not seen yet. None maps to None (a row whose metadata lists no scopes), as
+    does a digest no row holds any more."""
+    found: dict[str | None, tuple[str, ...] | None] = {None: None}
     missing = []
     for digest in digests:
-        if digest is not None:
-            text = _scope_lists.get(digest)
-            if text is None:
-                missing.append(digest)
-            found[digest] = text
+        if digest is None:
+            continue
+        if digest in _scope_lists:
+            found[digest] = _scope_lists[digest]
+        else:
+            missing.append(digest)
+            found[digest] = None
     if missing:
         for digest, text in (
             GoogleCredential.objects.filter(scopes_digest__in=missing).order_by()
             .values_list("scopes_digest").annotate(text=models.Min(KT("credentials__scopes")))
         ):
-            _scope_lists[digest] = found[digest] = text
+            _scope_lists[digest] = found[digest] = recorded_scopes(text)
     return found
 
 

@@ -126,13 +126,10 @@ def credential_standings() -> list[CredentialStanding]:
             "primary", "pk", "state", "revoked", "own_secret", "scopes_digest", "last_error_code"
         )
     ))
-    parsed: dict[str | None, tuple[str, ...] | None] = {}
-    granted: dict[int, tuple[str, ...] | None] = {}
     scope_lists = recorded_scope_lists({digest for *_, digest, _code in rows})
-    for _primary, pk, _stored, _revoked, _own_secret, digest, _code in rows:
-        if digest not in parsed:
-            parsed[digest] = _recorded_scopes(scope_lists[digest])
-        granted[pk] = parsed[digest]
+    granted: dict[int, tuple[str, ...] | None] = {
+        pk: scope_lists[digest] for _primary, pk, _stored, _revoked, _own_secret, digest, _code in rows
+    }
     unrecorded = {pk for pk, scopes in granted.items() if scopes is None}
     if unrecorded:
         from_m2m: dict[int, list[str]] = {pk: [] for pk in unrecorded}
@@ -147,7 +144,7 @@ def credential_standings() -> list[CredentialStanding]:
     required = oauth_settings.OAUTH_REQUIRED_SCOPES
     lacking: dict[tuple[str, ...], bool] = {}
     standings = []
-    for _primary, pk, stored, revoked, own_secret, _raw, code in rows:
+    for _primary, pk, stored, revoked, own_secret, _digest, code in rows:
         scopes = granted[pk]
         if scopes not in lacking:
             lacking[scopes] = bool(
@@ -159,15 +156,6 @@ def credential_standings() -> list[CredentialStanding]:
         )
         standings.append(CredentialStanding(pk, state, code, pk not in unrecorded))
     return standings
-
-
-def _recorded_scopes(raw: str | None) -> tuple[str, ...] | None:
-    """The scopes a row's metadata lists (its JSON text), sorted; None when it lists none."""
-    try:
-        value = json.loads(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return tuple(sorted(value)) if isinstance(value, list) else None
 
 
 def credential_get(*, account: str | None = None) -> GoogleCredential:

@@ -254,12 +254,11 @@ def _public_entries() -> tuple[list[tuple[dict[str, Any], str]], bool]:
 def _public_entry(
     stored, revoked, own_secret, scopes_digest, code, failures, risc_detail, issued, died,
     client_saved, *, required: tuple[str, ...], client_from_settings: bool,
-    scope_lists: dict[str | None, str | None],
+    scope_lists: dict[str | None, tuple[str, ...] | None],
 ) -> tuple[dict[str, Any], str]:
     """One entry (and its JSON) from the columns of :data:`_ENTRY_COLUMNS`."""
     client_configured = client_from_settings or client_saved
-    raw_scopes = scope_lists[scopes_digest]
-    granted = sorted(json.loads(raw_scopes)) if raw_scopes else []
+    granted = list(scope_lists[scopes_digest] or ())
     missing = scope_catalogue.missing_scopes(granted=granted, required=required)
     state = operator_state(
         stored=stored, revoked=revoked, own_client_secret=own_secret,
