@@ -11,9 +11,11 @@ the three services, as the `metrics` volume is.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,9 +70,11 @@ def dockerfile() -> dict:
     env: dict[str, str] = {}
     for line in re.findall(r"^ENV (.+)$", text, re.MULTILINE):
         env.update(dict(pair.split("=", 1) for pair in shlex.split(line)))
-    build = [line for line in re.findall(r"^RUN (.+)$", text, re.MULTILINE) if "collectstatic" in line]
+    runs = re.findall(r"^RUN (.+)$", text, re.MULTILINE)
+    build = [line for line in runs if "collectstatic" in line]
+    compile_ = [line for line in runs if "compileall" in line]
     requirements = re.findall(r"pip install .*-r (\S+)", text)
-    return {"env": env, "build": build, "requirements": requirements}
+    return {"env": env, "build": build, "compile": compile_, "requirements": requirements}
 
 
 @pytest.fixture
@@ -109,6 +113,30 @@ def test_the_image_installs_only_the_runtime_requirements():
     assert "-r requirements.txt" in (ROOT / "requirements-test.txt").read_text()
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", ".env", "var", ".venv"} <= set(ignored)
+
+
+def test_the_image_holds_the_projects_bytecode_so_no_process_compiles_it_at_start(tmp_path):
+    """The image sets PYTHONDONTWRITEBYTECODE, so its processes never write bytecode: its build
+    step must have written it for every module of the project, or each gunicorn worker, Celery
+    worker and manage.py command compiles them all again when it starts."""
+    image = dockerfile()
+    assert image["env"].get("PYTHONDONTWRITEBYTECODE") == "1"
+    assert len(image["compile"]) == 1, "the Dockerfile compiles the project once (python -m compileall)"
+    packages = ("butlers", "oauth", "connectors")
+    for name in packages:  # the image's /app: a copy of the checkout, without bytecode
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    argv = shlex.split(image["compile"][0])
+    assert argv[0] == "python"
+    built = subprocess.run(
+        [sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, **image["env"]}, timeout=120,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    modules = [path for name in packages for path in (tmp_path / name).rglob("*.py")]
+    assert len(modules) > 50
+    missing = [str(m.relative_to(tmp_path)) for m in modules
+               if not Path(importlib.util.cache_from_source(str(m))).exists()]
+    assert not missing, f"modules the image would compile at every start: {missing[:10]}"
 
 
 def test_every_compose_service_runs_here_with_its_own_command_and_environment(stores):
