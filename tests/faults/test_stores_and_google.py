@@ -81,7 +81,7 @@ class Deployment:
         self.app.start_web()
         self.app.start_worker(concurrency=4)
         self.app.start_beat()
-        wait_until(self.ready, timeout=240, what="readiness 200 (web, worker, beat up)")
+        self.wait(self.ready, timeout=240, what="readiness 200 (web, worker, beat up)")
 
     # --- driving it ---------------------------------------------------------------------------
     def shell(self, code: str, *, input: str | None = None, env: dict | None = None):
@@ -103,6 +103,14 @@ class Deployment:
 
     def ready(self) -> bool:
         return self.get("/api/health/ready").status_code == 200
+
+    def wait(self, predicate, *, timeout: float, what: str):
+        """:func:`wait_until`; when it times out, the error carries the app's logs (web, worker,
+        beat), so a case that fails once on a loaded machine says why."""
+        try:
+            return wait_until(predicate, timeout=timeout, what=what)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.app.logs()}") from None
 
     def processes_alive(self) -> bool:
         """gunicorn, the worker and beat are all still running (none died of the fault)."""
@@ -161,7 +169,7 @@ def app(deployment):
     out, err = recovery.communicate(timeout=180)
     assert recovery.returncode == 0, err[-3000:]
     assert {row["state"] for row in deployment.assert_nothing_lost()} == {"connected"}
-    wait_until(deployment.ready, timeout=180, what="readiness back to 200")
+    deployment.wait(deployment.ready, timeout=180, what="readiness back to 200")
 
 
 class Watcher:
@@ -241,7 +249,7 @@ def test_fault_redis_stopped_mid_sweep_the_sweep_finishes_and_readiness_tells(ap
     app.fake.token_latency = 0.4
     with Watcher(app) as watcher:
         sweep = app.sweep()
-        wait_until(lambda: app.fake.stats["refreshes"] >= 2, timeout=60, what="sweep under way")
+        app.wait(lambda: app.fake.stats["refreshes"] >= 2, timeout=60, what="sweep under way")
         app.redis.stop()
         assert sweep.poll() is None, "the sweep ended before Redis stopped"
         ready = app.get("/api/health/ready")
@@ -253,7 +261,7 @@ def test_fault_redis_stopped_mid_sweep_the_sweep_finishes_and_readiness_tells(ap
     watcher.assert_never_500()
     assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
     # beat takes its lock again, and readiness comes back by itself
-    wait_until(app.ready, timeout=180, what="readiness back after Redis returned empty")
+    app.wait(app.ready, timeout=180, what="readiness back after Redis returned empty")
     assert app.processes_alive()
 
 
@@ -261,13 +269,13 @@ def test_fault_redis_restarted_empty_mid_sweep_the_sweep_finishes(app):
     app.fake.token_latency = 1.0
     with Watcher(app) as watcher:
         sweep = app.sweep()
-        wait_until(lambda: app.fake.stats["token_requests"] >= 1, timeout=60, what="sweep under way")
+        app.wait(lambda: app.fake.stats["token_requests"] >= 1, timeout=60, what="sweep under way")
         app.redis.restart_empty()  # cached tokens, locks, queues and beat's lock all gone
         assert sweep.poll() is None, "the sweep ended before Redis restarted"
         _finish(sweep)
     watcher.assert_never_500()
     assert {row["state"] for row in app.assert_nothing_lost()} == {"connected"}
-    wait_until(app.ready, timeout=180, what="readiness back after Redis restarted empty")
+    app.wait(app.ready, timeout=180, what="readiness back after Redis restarted empty")
     assert app.processes_alive()
 
 
@@ -282,17 +290,17 @@ def test_fault_redis_restarted_empty_during_a_celery_sweep_the_worker_recovers(a
     with Watcher(app) as watcher:
         sent = app.shell(CELERY_SWEEP)
         assert sent.returncode == 0, sent.stderr[-2000:]
-        wait_until(lambda: app.fake.stats["token_requests"] > requests_before, timeout=120,
+        app.wait(lambda: app.fake.stats["token_requests"] > requests_before, timeout=120,
                    what="the worker's heartbeats under way")
         app.redis.restart_empty()
         app.fake.token_latency = 0.0
-        wait_until(app.ready, timeout=180, what="readiness back after Redis restarted empty")
+        app.wait(app.ready, timeout=180, what="readiness back after Redis restarted empty")
     watcher.assert_never_500()
     app.assert_nothing_lost()
     counts = dict(app.fake.stats["refreshes_by_email"])
     sent = app.shell(CELERY_SWEEP)  # the next sweep, as beat sends it every interval
     assert sent.returncode == 0, sent.stderr[-2000:]
-    wait_until(
+    app.wait(
         lambda: all(app.fake.refreshes_for(f"user{i}@example.com") > counts.get(f"user{i}@example.com", 0)
                     for i in range(ACCOUNTS)),
         timeout=180, what="every account refreshed by the worker after Redis came back",
@@ -309,7 +317,7 @@ def test_fault_redis_restarted_empty_during_web_requests_never_500(app):
         app.redis.stop()
         time.sleep(1.0)
         app.redis.start()
-        wait_until(app.ready, timeout=180, what="readiness back after Redis restarts")
+        app.wait(app.ready, timeout=180, what="readiness back after Redis restarts")
     watcher.assert_never_500()
     assert watcher.statuses["/api/oauth/status"] == {200}
     assert watcher.statuses["/api/oauth/status (staff)"] == {200}
