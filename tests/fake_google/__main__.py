@@ -12,7 +12,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from .server import FakeGoogle
@@ -58,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a service-account key its RISC API accepts there (oauth_risc_register)")
     args = parser.parse_args(argv)
     port = args.port if args.port is not None else fake_port()
+    # Ctrl-C and SIGTERM are taken by sigwait() below rather than by a handler: blocked from here
+    # on (the server's threads, started after, inherit the mask), so one that comes at any moment
+    # (while the exports are still being printed, or just after) stops the fake the same way and
+    # its grants are saved. (A handler setting an Event could deadlock on the Event's own lock when
+    # the signal came as the main thread entered wait(); one not yet installed left a traceback.)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     fake = FakeGoogle(
         client_id=args.client_id, client_secret=args.client_secret, port=port, interactive=True,
         state_file=args.state_file or None,
@@ -82,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in env.items():
             print(f"  export {name}={value}")
         print("(`make demo` does all of this for you.)", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    signal.sigwait(stop_signals)
     fake.stop()
     fake.save()
     return 0

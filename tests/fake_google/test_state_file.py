@@ -66,3 +66,27 @@ def test_the_command_line_fake_follows_the_app_port(tmp_path):
         line.strip() for line in exports
     ]
     assert fake.returncode == 0
+
+
+def test_the_command_line_fake_stopped_while_it_prints_still_exits_cleanly_and_saves(tmp_path):
+    """Ctrl-C (or SIGTERM) may come at any moment, also while the fake is still printing its
+    exports: it stops, saves its state file and exits 0, without a traceback or a hang."""
+    state = tmp_path / "state.json"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        state.unlink(missing_ok=True)
+        env = {**os.environ, "BUTLERS_PORT": str(free_port())}
+        env.pop("FAKE_GOOGLE_PORT", None)
+        fake = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_google", "--state-file", str(state)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert fake.stdout.readline().startswith("Fake Google on ")
+            fake.send_signal(sig)  # the exports are still being printed
+            _, err = fake.communicate(timeout=15)
+        finally:
+            if fake.poll() is None:
+                fake.kill()
+        assert fake.returncode == 0, err
+        assert "Traceback" not in err
+        assert state.exists(), "the fake stopped without saving its grants"
