@@ -63,6 +63,29 @@ ROLE = "make run"
 STOP = threading.Event()
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP set STOP, whichever thread the kernel hands them to.
+
+    Not from a Python handler: Python runs one only in the main thread, between two bytecodes,
+    and the main thread here spends its life blocked in ``STOP.wait()`` while other threads pump
+    the processes' output, so a signal that landed on one of those would wait for it for ever
+    (and a handler taking STOP's lock could deadlock a main thread that held it). The
+    interpreter's own C-level handler writes the signal's number to a wakeup pipe at once, in any
+    thread; a thread of ours reads the pipe and sets STOP. Call it from the main thread.
+    """
+    read_end, write_end = os.pipe()  # not inherited by the processes started
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: None)  # the pipe carries it
+
+    def relay() -> None:
+        while os.read(read_end, 64):
+            STOP.set()
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+
+
 # --- stores ---------------------------------------------------------------------------------------
 def masked(url: str) -> str:
     """The URL with any password replaced by ***."""
@@ -272,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="also run the fake Google, app pointed at it")
     args = parser.parse_args(argv)
     demo = args.demo
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: STOP.set())
+    stop_on_signals()
     ROLE = "make demo" if demo else "make run"
 
     env = dict(os.environ)
