@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C and SIGTERM are taken by sigwait() below rather than by a handler: blocked from here
     # on (the server's threads, started after, inherit the mask), so one that comes at any moment
     # (while the exports are still being printed, or just after) stops the fake the same way and
-    # its grants are saved. (A handler setting an Event could deadlock on the Event's own lock when
-    # the signal came as the main thread entered wait(); one not yet installed left a traceback.)
+    # its grants are saved. (A Python handler runs only in the main thread: one handed to the
+    # server's thread left the main thread waiting for ever, and one that came before the handler
+    # was installed ended the fake with a traceback and nothing saved.)
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     fake = FakeGoogle(
