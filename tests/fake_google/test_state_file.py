@@ -44,14 +44,19 @@ def test_without_a_state_file_a_restart_forgets_everything():
         assert _refresh(second, token).json()["error"] == "invalid_grant"
 
 
-def test_the_command_line_fake_follows_the_app_port(tmp_path):
-    app_port = free_port()
+def _command_line_fake(*, app_port: int, state) -> subprocess.Popen:
+    """``python -m tests.fake_google`` beside an app on ``app_port``, its grants kept in ``state``."""
     env = {**os.environ, "BUTLERS_PORT": str(app_port)}
     env.pop("FAKE_GOOGLE_PORT", None)
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_google", "--state-file", str(tmp_path / "state.json")],
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_google", "--state-file", str(state)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def test_the_command_line_fake_follows_the_app_port(tmp_path):
+    app_port = free_port()
+    fake = _command_line_fake(app_port=app_port, state=tmp_path / "state.json")
     try:
         first = fake.stdout.readline()
         exports = []  # up to the closing hint, however many exports the fake prints
@@ -74,12 +79,7 @@ def test_the_command_line_fake_stopped_while_it_prints_still_exits_cleanly_and_s
     state = tmp_path / "state.json"
     for sig in (signal.SIGINT, signal.SIGTERM):
         state.unlink(missing_ok=True)
-        env = {**os.environ, "BUTLERS_PORT": str(free_port())}
-        env.pop("FAKE_GOOGLE_PORT", None)
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_google", "--state-file", str(state)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        fake = _command_line_fake(app_port=free_port(), state=state)
         try:
             assert fake.stdout.readline().startswith("Fake Google on ")
             fake.send_signal(sig)  # the exports are still being printed
